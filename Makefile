@@ -1,0 +1,41 @@
+# corpusflow: `make run` sets everything up and runs the main job; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# Offline-first: no telemetry, no hub downloads (see DESIGN.md, decision 4).
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export COMET_ERROR_TRACKING_ENABLE := false
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements.lock -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/corpusflow ingest
+	$(BIN)/corpusflow snapshot
+	$(BIN)/corpusflow search "how do I keep a wild yeast starter alive" -k 3
+
+lint: install
+	$(BIN)/ruff check src tests flows
+
+test: install lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf data/milvus.db data/embedding-cache.sqlite* data/rejects.jsonl data/snapshots

@@ -1,0 +1,241 @@
+"""The `corpusflow` command: a thin Typer shell over corpusflow.pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from corpusflow.config import ConfigError, load_params
+from corpusflow.embedding.base import EmbeddingError
+from corpusflow.models import Reject
+
+app = typer.Typer(
+    help="Transcripts and articles into Milvus, versioned snapshots out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+ParamsOpt = Annotated[
+    str | None, typer.Option("--params", help="params file (default: ./params.yaml if present)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+
+
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _err(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def _context(params_file: str | None) -> Iterator[Any]:
+    """Load params, build the pipeline context, and turn user errors into one line."""
+    from corpusflow.pipeline import Context, PipelineError
+    from corpusflow.store import StoreError
+
+    ctx = None
+    try:
+        ctx = Context(load_params(params_file))
+        yield ctx
+    except (ConfigError, PipelineError, StoreError, EmbeddingError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # Milvus errors surface as library exceptions: keep them one line
+        if type(exc).__module__.startswith("pymilvus"):
+            _fail(f"Milvus: {str(exc).strip().splitlines()[0]}")
+        raise
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int], None] | None]:
+    """A progress bar on a terminal; nothing in CI or when output is piped."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        transient=True,
+        console=None,
+    ) as bar:
+        tasks = {
+            "documents": bar.add_task("documents", total=None),
+            "embedded": bar.add_task("embedding", total=None),
+        }
+        yield lambda what, n: bar.advance(tasks[what], n)
+
+
+@app.command()
+def ingest(
+    transcripts: Annotated[
+        list[str], typer.Option("--transcripts", help="transcript file or directory (repeatable)")
+    ] = [],  # noqa: B006 - Typer reads defaults, never mutates them
+    articles: Annotated[
+        list[str], typer.Option("--articles", help="CSV of articles (repeatable)")
+    ] = [],  # noqa: B006
+    youtube: Annotated[
+        list[str], typer.Option("--youtube", help="YouTube URL or id (repeatable)")
+    ] = [],  # noqa: B006
+    cleanup: Annotated[
+        str | None,
+        typer.Option(help="incremental (default) or full: drop sources absent from this run"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report what would change; change nothing")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="exit 1 if any input was rejected")
+    ] = False,
+    as_json: JsonOpt = False,
+    params: ParamsOpt = None,
+) -> None:
+    """Ingest transcripts and CSV articles; unchanged inputs cost nothing."""
+    from corpusflow import pipeline
+
+    if cleanup not in (None, "incremental", "full"):
+        _fail(f"--cleanup must be incremental or full, not {cleanup!r}")
+    with _context(params) as ctx:
+        src = ctx.params.sources
+        if not (transcripts or articles or youtube):
+            transcripts, articles, youtube = src.transcripts, src.articles, src.youtube
+        if not (transcripts or articles or youtube):
+            _fail(
+                "nothing to ingest: give --transcripts, --articles or --youtube "
+                "(or sources in params.yaml)"
+            )
+        items = pipeline.extract(ctx.params, transcripts, articles, youtube)
+
+        def on_reject(r: Reject) -> None:
+            _err(r.line())
+
+        with _progress(_interactive()) as progress:
+            result = pipeline.ingest(
+                ctx, items, cleanup=cleanup, dry_run=dry_run, progress=progress, on_reject=on_reject
+            )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        _print_ingest(result)
+    if strict and result.rejected:
+        raise typer.Exit(1)
+
+
+def _print_ingest(r: Any) -> None:
+    verb = "would be " if r.dry_run else ""
+    typer.echo(
+        f"{'[dry run] ' if r.dry_run else ''}{r.documents} documents, {r.chunks} chunks "
+        f"-> {r.collection} ({r.physical_collection})"
+    )
+    typer.echo(
+        f"  {verb}added {r.added}, updated {r.updated}, skipped {r.skipped}, deleted {r.deleted}, "
+        f"rejected {r.rejected}, duplicates {r.duplicates}"
+    )
+    typer.echo(
+        f"  embedded {r.embedded} (cache hits {r.cache_hits}), upserted {r.upserted}"
+        + (f", migrated {r.migrated}" if r.migrated else "")
+        + f" in {r.seconds:.1f}s"
+    )
+    if r.rejected:
+        typer.echo(f"  rejects: {r.rejects_file}")
+
+
+@app.command()
+def snapshot(
+    out: Annotated[
+        str | None, typer.Option(help="output path (default: snapshot.out in params)")
+    ] = None,
+    as_json: JsonOpt = False,
+    params: ParamsOpt = None,
+) -> None:
+    """Write the collection (and the named queries) as canonical JSON."""
+    from corpusflow import pipeline
+
+    with _context(params) as ctx:
+        res = pipeline.snapshot(ctx, out)
+    if as_json:
+        typer.echo(json.dumps({"path": res.path, "records": res.records, "sha256": res.sha256}))
+    else:
+        typer.echo(f"{res.records} records -> {res.path}\n  sha256 {res.sha256}")
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="free text")],
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=16384)] = 5,
+    filter: Annotated[str, typer.Option("--filter", help="Milvus filter expression")] = "",
+    as_json: JsonOpt = False,
+    params: ParamsOpt = None,
+) -> None:
+    """Semantic search; transcript hits link to the moment in the video."""
+    from corpusflow import pipeline
+
+    with _context(params) as ctx:
+        hits = pipeline.search(ctx, query, k, filter)
+    if as_json:
+        typer.echo(json.dumps(hits, ensure_ascii=False))
+        return
+    if not hits:
+        typer.echo("no results")
+    for i, h in enumerate(hits, 1):
+        when = ""
+        if h.get("start_seconds") is not None:
+            when = f" [{_clock(h['start_seconds'])}-{_clock(h['end_seconds'])}]"
+        typer.echo(f"{i}. {h['score']:.3f}  {h['title'] or h['source_id']}{when}")
+        if h["url"]:
+            typer.echo(f"   {h['url']}")
+        snippet = " ".join(h["text"].split())
+        typer.echo(f"   {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return (
+        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
+
+
+@app.command()
+def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
+    """Counts in the collection, by source type."""
+    from corpusflow import pipeline
+
+    with _context(params) as ctx:
+        info = pipeline.stats(ctx)
+    if as_json:
+        typer.echo(json.dumps(info, sort_keys=True))
+    elif not info["exists"]:
+        typer.echo(f"{info['collection']}: empty (run `corpusflow ingest`)")
+    else:
+        types = ", ".join(f"{k} {v}" for k, v in info["by_source_type"].items())
+        typer.echo(
+            f"{info['collection']} -> {info['physical_collection']}: {info['records']} records "
+            f"from {info['sources']} sources ({types}); model {', '.join(info['models'])}"
+        )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Settings: pipeline parameters from params.yaml, endpoints and secrets from the environment.
+
+params.yaml holds only what may be versioned and logged; secrets (MILVUS_TOKEN,
+OPENAI_API_KEY, COMET_API_KEY) are read from the environment and never stored here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from corpusflow.ids import hash_value
+
+DEFAULT_PARAMS_FILE = "params.yaml"
+LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class ConfigError(Exception):
+    """A user error in configuration: reported as one line, never a traceback."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Columns(_Section):
+    """CSV column names; null means auto-detect."""
+
+    id: str | None = None
+    title: str | None = None
+    author: str | None = None
+    url: str | None = None
+    text: str | None = None
+    published: str | None = None
+
+
+class Sources(_Section):
+    transcripts: list[str] = Field(default_factory=list)
+    articles: list[str] = Field(default_factory=list)
+    youtube: list[str] = Field(default_factory=list)
+    youtube_languages: list[str] = Field(default_factory=lambda: ["en"])
+    columns: Columns = Field(default_factory=Columns)
+
+
+class Chunking(_Section):
+    mode: Literal["tokens", "characters"] = "tokens"
+    # tokens mode: None = the embedding model's own input limit; characters mode: None = 1000.
+    chunk_size: int | None = Field(default=None, gt=0)
+    chunk_overlap: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Chunking:
+        if self.chunk_size and self.chunk_overlap and self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class Embedding(_Section):
+    provider: Literal["local", "openai"] = "local"
+    model: str = LOCAL_MODEL_ID
+    batch_size: int = Field(default=32, gt=0)
+    dimensions: int | None = Field(default=None, gt=0)
+    # openai-compatible endpoint settings (the key comes from OPENAI_API_KEY only)
+    base_url: str | None = None
+    max_concurrency: int = Field(default=4, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    price_per_million_tokens: float | None = Field(default=None, ge=0)
+    # per-request limits (OpenAI's by default; lower them for servers with smaller ones)
+    max_batch_inputs: int = Field(default=2048, gt=0)
+    max_batch_tokens: int = Field(default=300_000, gt=0)
+    max_input_tokens: int = Field(default=8192, gt=0)
+    request_timeout: float = Field(default=60.0, gt=0)
+
+
+class Index(_Section):
+    type: str = "HNSW"
+    params: dict[str, Any] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    search_params: dict[str, Any] = Field(default_factory=lambda: {"ef": 64})
+
+
+class Milvus(_Section):
+    uri: str = "data/milvus.db"
+    collection: str = Field(default="corpusflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+    index: Index = Field(default_factory=Index)
+    batch_size: int = Field(default=500, gt=0)
+
+
+class Ingest(_Section):
+    cleanup: Literal["incremental", "full"] = "incremental"
+    batch_documents: int = Field(default=64, gt=0)
+    rejects: str = "data/rejects.jsonl"
+    cache: str = "data/embedding-cache.sqlite"
+
+
+class SnapshotQuery(_Section):
+    """A named query: a Milvus filter expression, or a semantic query with top_k (or both)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    filter: str | None = None
+    query: str | None = None
+    top_k: int = Field(default=5, gt=0)
+
+    @model_validator(mode="after")
+    def _has_something(self) -> SnapshotQuery:
+        if not self.filter and not self.query:
+            raise ValueError(f"snapshot query {self.name!r} needs a filter or a query")
+        return self
+
+
+class Snapshot(_Section):
+    out: str = "data/snapshots/snapshot.json"
+    include_all: bool = True
+    queries: list[SnapshotQuery] = Field(default_factory=list)
+
+
+class Params(_Section):
+    """Everything in params.yaml. Unknown keys are errors, so typos don't pass silently."""
+
+    sources: Sources = Field(default_factory=Sources)
+    chunking: Chunking = Field(default_factory=Chunking)
+    embedding: Embedding = Field(default_factory=Embedding)
+    milvus: Milvus = Field(default_factory=Milvus)
+    ingest: Ingest = Field(default_factory=Ingest)
+    snapshot: Snapshot = Field(default_factory=Snapshot)
+    comet: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+
+    def digest(self) -> str:
+        return hash_value(self.model_dump(mode="json"))
+
+
+class Env(BaseModel):
+    """Endpoints and secrets from the environment; secrets are never dumped or logged."""
+
+    model_config = ConfigDict(frozen=True)
+
+    milvus_uri: str | None = None
+    milvus_token: str | None = Field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_api_key: str | None = Field(default=None, repr=False)
+
+    @classmethod
+    def from_environ(cls) -> Env:
+        get = os.environ.get
+        return cls(
+            milvus_uri=get("MILVUS_URI") or None,
+            milvus_token=get("MILVUS_TOKEN") or None,
+            openai_base_url=get("OPENAI_BASE_URL") or None,
+            openai_api_key=get("OPENAI_API_KEY") or None,
+        )
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    """Read params.yaml (or `path`); with no file in the current directory, use defaults."""
+    explicit = path is not None
+    file = Path(path) if explicit else Path(DEFAULT_PARAMS_FILE)
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"params file not found: {file}")
+        return Params()
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file} must be a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{file}: {where}: {err['msg']}") from None

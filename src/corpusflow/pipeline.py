@@ -1,0 +1,567 @@
+"""The steps as plain functions, and their result counts.
+
+CLI commands, Prefect tasks and DVC stages all call these; no step logic lives elsewhere.
+Data flows one way: sources -> documents -> chunks -> embeddings -> Milvus -> snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from corpusflow.chunking import Chunker, ChunkerSpec, resolve_spec
+from corpusflow.config import Env, Params
+from corpusflow.embedding import Embedder, make_embedder
+from corpusflow.embedding.cache import EmbeddingCache
+from corpusflow.models import Chunk, Document, Reject, Skipped, SourceItem
+from corpusflow.store import (
+    SCALAR_FIELDS,
+    VARCHAR_FIELDS,
+    MilvusStore,
+    StoreError,
+    physical_name,
+)
+
+Progress = Callable[[str, int], None]  # (what, how many more) — "documents" or "embedded"
+SNAPSHOT_FIELDS = [f for f in SCALAR_FIELDS if f != "run_id"]  # run ids are provenance, not data
+SEARCH_FIELDS = [f for f in SCALAR_FIELDS if f not in ("run_id", "doc_hash", "chunker")]
+EMBED_BATCH = 64  # texts per model call between cache commits: bounds work lost to a kill
+
+
+class PipelineError(Exception):
+    """A user-facing failure of a step: one clear line, no traceback."""
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus random hex (never uuid4: ids stay meaningful)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+# ----------------------------------------------------------------------------------------
+# context: what every step needs, built cheaply (no model load, no heavy import)
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    params: Params
+    env: Env = field(default_factory=Env.from_environ)
+    _embedder: Embedder | None = None
+    _store: MilvusStore | None = None
+    _cache: EmbeddingCache | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = make_embedder(self.params.embedding, self.env)
+        return self._embedder
+
+    @property
+    def store(self) -> MilvusStore:
+        if self._store is None:
+            uri = self.env.milvus_uri or self.params.milvus.uri
+            self._store = MilvusStore(
+                uri, self.params.milvus.collection, self.env.milvus_token, self.params.milvus.index
+            )
+        return self._store
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        if self._cache is None:
+            self._cache = EmbeddingCache(self.params.ingest.cache)
+        return self._cache
+
+    @property
+    def cache_model_key(self) -> str:
+        return f"{self.embedder.model_id}@{self.embedder.dimension}"
+
+    @property
+    def target(self) -> str:
+        """The physical collection for the configured model."""
+        emb = self.embedder
+        return physical_name(self.params.milvus.collection, emb.model_id, emb.dimension)
+
+    def chunker_spec(self) -> ChunkerSpec:
+        emb = self.embedder
+        max_tokens = emb.max_tokens if self.params.chunking.mode == "tokens" else None
+        return resolve_spec(self.params.chunking, emb.model_id, max_tokens)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+
+# ----------------------------------------------------------------------------------------
+# extract
+# ----------------------------------------------------------------------------------------
+def extract(
+    params: Params,
+    transcripts: Sequence[str] = (),
+    articles: Sequence[str] = (),
+    youtube: Sequence[str] = (),
+) -> Iterator[SourceItem]:
+    """All sources as one stream of Documents, Rejects and Skipped, in a stable order."""
+    from corpusflow.sources.articles import ArticleColumns, iter_articles
+    from corpusflow.sources.transcripts import iter_transcripts
+
+    if transcripts:
+        yield from iter_transcripts(transcripts)
+    if articles:
+        cols = ArticleColumns(**params.sources.columns.model_dump())
+        yield from iter_articles(articles, cols)
+    if youtube:
+        from corpusflow.sources.youtube import fetch_youtube
+
+        yield from fetch_youtube(youtube, params.sources.youtube_languages)
+
+
+# ----------------------------------------------------------------------------------------
+# embed (through the cache)
+# ----------------------------------------------------------------------------------------
+@dataclass
+class EmbedCounts:
+    embedded: int = 0
+    cache_hits: int = 0
+
+
+def embed_texts(
+    ctx: Context, texts: Sequence[str], counts: EmbedCounts, progress: Progress | None = None
+) -> list[list[float]]:
+    """Vectors for `texts` in order: cached ones are reused, the rest embedded in batches,
+    each batch committed to the cache before the next (a killed run resumes from there)."""
+    from corpusflow.ids import sha256_text
+
+    key = ctx.cache_model_key
+    hashes = [sha256_text(t) for t in texts]
+    known = ctx.cache.get_many(key, hashes)
+    counts.cache_hits += sum(1 for h in hashes if h in known)
+    missing: dict[str, str] = {}
+    for h, t in zip(hashes, texts, strict=False):
+        if h not in known:
+            missing.setdefault(h, t)
+    todo = list(missing.items())
+    for i in range(0, len(todo), EMBED_BATCH):
+        part = todo[i : i + EMBED_BATCH]
+        vectors = ctx.embedder.embed([t for _, t in part])
+        ctx.cache.put_many(key, [(h, v) for (h, _), v in zip(part, vectors, strict=False)])
+        known.update({h: v for (h, _), v in zip(part, vectors, strict=False)})
+        counts.embedded += len(part)
+        if progress:
+            progress("embedded", len(part))
+    return [known[h] for h in hashes]
+
+
+# ----------------------------------------------------------------------------------------
+# ingest = extract -> chunk -> embed -> load (+ stale cleanup), streamed in batches
+# ----------------------------------------------------------------------------------------
+@dataclass
+class IngestResult:
+    run_id: str
+    collection: str
+    physical_collection: str
+    model: str
+    cleanup: str
+    dry_run: bool = False
+    documents: int = 0
+    unchanged_documents: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    cache_hits: int = 0
+    upserted: int = 0
+    added: int = 0
+    updated: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    migrated: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    alias_moved: bool = False
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejects_file: str = ""
+    seconds: float = 0.0
+
+    def count(self, source_type: str, key: str, n: int = 1) -> None:
+        bucket = self.by_type.setdefault(
+            source_type,
+            {"inputs": 0, "documents": 0, "unchanged": 0, "duplicates": 0, "rejected": 0},
+        )
+        bucket[key] += n
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RejectLog:
+    """Appends rejects to data/rejects.jsonl (one JSON object a line, with the run id)."""
+
+    def __init__(self, path: str, run_id: str, enabled: bool = True):
+        self.path, self.run_id, self.enabled = Path(path), run_id, enabled
+        self.items: list[Reject] = []
+
+    def add(self, reject: Reject) -> None:
+        self.items.append(reject)
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        entry = {"run_id": self.run_id, "time": datetime.now(UTC).isoformat(), **asdict(reject)}
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
+    it = iter(items)
+    while batch := list(islice(it, n)):
+        yield batch
+
+
+def _oversized_field(doc: Document) -> str | None:
+    for name in ("source_id", "title", "author", "url", "published"):
+        size = len(getattr(doc, name).encode("utf-8"))
+        if size > VARCHAR_FIELDS[name]:
+            return f"{name} is {size} bytes in UTF-8, over Milvus' limit of {VARCHAR_FIELDS[name]}"
+    return None
+
+
+def _record(
+    doc: Document,
+    chunk: Chunk,
+    n_chunks: int,
+    vector: list[float],
+    spec: ChunkerSpec,
+    model: str,
+    run_id: str,
+) -> dict[str, Any]:
+    return {
+        "id": chunk.id,
+        "source_id": doc.source_id,
+        "source_type": doc.source_type,
+        "title": doc.title,
+        "author": doc.author,
+        "url": doc.url,
+        "published": doc.published,
+        "text": chunk.text,
+        "text_hash": chunk.text_hash,
+        "doc_hash": doc.content_hash,
+        "chunker": spec.digest,
+        "model": model,
+        "run_id": run_id,
+        "chunk_index": chunk.chunk_index,
+        "n_chunks": n_chunks,
+        "start_char": chunk.start_char,
+        "start_seconds": chunk.start_seconds,
+        "end_seconds": chunk.end_seconds,
+        "vector": vector,
+    }
+
+
+def _is_current(row: dict[str, Any], doc: Document, spec: ChunkerSpec, n_chunks: int) -> bool:
+    return (
+        row["doc_hash"] == doc.content_hash
+        and row["chunker"] == spec.digest
+        and row["n_chunks"] == n_chunks
+    )
+
+
+def ingest(
+    ctx: Context,
+    items: Iterable[SourceItem],
+    *,
+    cleanup: str | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    on_reject: Callable[[Reject], None] | None = None,
+    run_id: str | None = None,
+) -> IngestResult:
+    """Bring the collection in line with `items`, touching only what changed.
+
+    Per batch of documents: read the stored state of their sources; skip sources whose
+    every record carries the same content hash, chunker hash and chunk count; otherwise
+    chunk, embed only texts the cache lacks, upsert, and only then delete the source's
+    stale chunks. So a kill at any point leaves a state the next run completes.
+    """
+    started = time.monotonic()
+    params = ctx.params
+    cleanup = cleanup or params.ingest.cleanup
+    run_id = run_id or new_run_id()
+    store, emb = ctx.store, ctx.embedder
+    spec = ctx.chunker_spec()
+    target = ctx.target
+    previous = store.alias_target()
+    result = IngestResult(
+        run_id=run_id,
+        collection=params.milvus.collection,
+        physical_collection=target,
+        model=emb.model_id,
+        cleanup=cleanup,
+        dry_run=dry_run,
+        rejects_file=params.ingest.rejects,
+    )
+    exists = store.has(target)
+    if not dry_run:
+        exists = True
+        store.ensure_collection(target, emb.dimension)
+    chunker = Chunker(spec, emb.count_tokens)
+    rejects = RejectLog(params.ingest.rejects, run_id, enabled=not dry_run)
+    seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
+    protected: set[str] = set()  # sources rejected this run: `full` cleanup must not drop them
+    counts = EmbedCounts()
+
+    def reject(item: Reject, input_counted: bool = False) -> None:
+        rejects.add(item)
+        result.rejected += 1
+        if not input_counted:
+            result.count(item.source_type, "inputs")
+        result.count(item.source_type, "rejected")
+        if item.source_id:
+            protected.add(item.source_id)
+        if on_reject:
+            on_reject(item)
+
+    def documents() -> Iterator[Document]:
+        hashes: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, Reject):
+                reject(item)
+            elif isinstance(item, Skipped):
+                result.duplicates += 1
+                result.count(item.source_type, "inputs")
+                result.count(item.source_type, "duplicates")
+            elif item.source_id in hashes:
+                if hashes[item.source_id] == item.content_hash:
+                    result.duplicates += 1
+                    result.count(item.source_type, "inputs")
+                    result.count(item.source_type, "duplicates")
+                else:
+                    reject(
+                        Reject(
+                            item.origin,
+                            item.source_type,
+                            f"duplicate source id {item.source_id} with different content "
+                            f"(first read from {seen[item.source_id]})",
+                        )
+                    )
+            elif reason := _oversized_field(item):
+                reject(Reject(item.origin, item.source_type, reason, source_id=item.source_id))
+            else:
+                hashes[item.source_id] = item.content_hash
+                seen[item.source_id] = item.origin
+                result.count(item.source_type, "inputs")
+                yield item
+
+    for batch in _batched(documents(), params.ingest.batch_documents):
+        state = store.state_of(target, [d.source_id for d in batch]) if exists else {}
+        writes: list[tuple[Document, Chunk, int]] = []
+        stale: list[str] = []
+        for doc in batch:
+            rows = state.get(doc.source_id, [])
+            if rows and all(_is_current(r, doc, spec, len(rows)) for r in rows):
+                result.documents += 1
+                result.unchanged_documents += 1
+                result.count(doc.source_type, "documents")
+                result.count(doc.source_type, "unchanged")
+                result.chunks += len(rows)
+                result.skipped += len(rows)
+                continue
+            chunks = chunker.split(doc)
+            if not chunks:
+                why = "no text left to index"
+                reject(Reject(doc.origin, doc.source_type, why, source_id=doc.source_id), True)
+                continue
+            result.documents += 1
+            result.count(doc.source_type, "documents")
+            result.chunks += len(chunks)
+            existing = {r["id"]: r for r in rows}
+            for chunk in chunks:
+                row = existing.get(chunk.id)
+                if row is not None and _is_current(row, doc, spec, len(chunks)):
+                    result.skipped += 1
+                    continue
+                if row is None:
+                    result.added += 1
+                else:
+                    result.updated += 1
+                writes.append((doc, chunk, len(chunks)))
+            current = {c.id for c in chunks}
+            stale.extend(i for i in existing if i not in current)
+        if progress:
+            progress("documents", len(batch))
+        if dry_run:
+            result.deleted += len(stale)
+            continue
+        vectors = embed_texts(ctx, [c.text for _, c, _ in writes], counts, progress)
+        rows_out = [
+            _record(doc, chunk, n, vec, spec, emb.model_id, run_id)
+            for (doc, chunk, n), vec in zip(writes, vectors, strict=False)
+        ]
+        result.upserted += store.upsert(target, rows_out, params.milvus.batch_size)
+        # Stale chunks go only after their replacements are stored.
+        result.deleted += store.delete_ids(target, stale)
+
+    if cleanup == "full" and exists:
+        gone = [
+            row["id"]
+            for row in store.iter_rows(target, ["id", "source_id"])
+            if row["source_id"] not in seen and row["source_id"] not in protected
+        ]
+        result.deleted += len(gone) if dry_run else store.delete_ids(target, gone)
+
+    if previous != target and not dry_run:
+        if previous is not None and cleanup != "full":
+            result.migrated = _migrate(
+                ctx, previous, target, set(seen) | protected, counts, run_id, progress
+            )
+        store.point_alias(target)
+        result.alias_moved = True
+        result.upserted += result.migrated
+
+    result.embedded, result.cache_hits = counts.embedded, counts.cache_hits
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _migrate(
+    ctx: Context,
+    source: str,
+    target: str,
+    done: set[str],
+    counts: EmbedCounts,
+    run_id: str,
+    progress: Progress | None,
+) -> int:
+    """Copy sources not in this run from the old model's collection, re-embedding their
+    chunk texts with the new model (from the cache where possible), before the alias moves."""
+    store, model = ctx.store, ctx.embedder.model_id
+    fields = [f for f in SCALAR_FIELDS]
+    moved = 0
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> int:
+        vectors = embed_texts(ctx, [r["text"] for r in batch], counts, progress)
+        rows = [
+            dict(r, vector=v, model=model, run_id=run_id)
+            for r, v in zip(batch, vectors, strict=False)
+        ]
+        n = store.upsert(target, rows, ctx.params.milvus.batch_size)
+        batch.clear()
+        return n
+
+    for row in store.iter_rows(source, fields):
+        if row["source_id"] in done:
+            continue
+        batch.append(row)
+        if len(batch) >= ctx.params.milvus.batch_size:
+            moved += flush()
+    if batch:
+        moved += flush()
+    return moved
+
+
+# ----------------------------------------------------------------------------------------
+# snapshot, search, stats
+# ----------------------------------------------------------------------------------------
+def _require_collection(ctx: Context) -> str:
+    physical = ctx.store.alias_target()
+    if physical is None:
+        raise PipelineError(
+            f"collection {ctx.params.milvus.collection!r} does not exist yet: "
+            "run `corpusflow ingest` first"
+        )
+    ctx.store.load(physical)
+    return physical
+
+
+def snapshot(ctx: Context, out: str | None = None, run_id: str | None = None):
+    """Write every record (no vectors) plus the named queries as canonical JSON."""
+    from corpusflow.snapshot import round_score, write_snapshot
+
+    physical = _require_collection(ctx)
+    snap = ctx.params.snapshot
+    records = list(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS)) if snap.include_all else []
+    queries: dict[str, list[dict[str, Any]]] = {}
+    for q in snap.queries:
+        if q.query:
+            vector = ctx.embedder.embed([q.query])[0]
+            hits = ctx.store.search(physical, vector, q.top_k, SNAPSHOT_FIELDS, q.filter or "")
+            queries[q.name] = [dict(h.record, score=round_score(h.score)) for h in hits]
+        else:
+            rows = list(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS, q.filter or ""))
+            queries[q.name] = sorted(rows, key=lambda r: r["id"])
+    header = {"collection": ctx.params.milvus.collection, "physical_collection": physical}
+    manifest = {
+        "created_at": datetime.now(UTC).isoformat(),
+        "run_id": run_id or new_run_id(),
+        "collection": ctx.params.milvus.collection,
+        "physical_collection": physical,
+        "params_hash": ctx.params.digest(),
+    }
+    return write_snapshot(out or snap.out, header, records, queries, manifest)
+
+
+def deep_link(url: str, seconds: float | None) -> str:
+    """A URL that opens the video at the chunk's moment (`&t=123s` for YouTube)."""
+    if not url or seconds is None:
+        return url
+    t = int(seconds)
+    if "youtube.com/watch" in url or "youtu.be/" in url:
+        return f"{url}{'&' if '?' in url else '?'}t={t}s"
+    return f"{url}#t={t}"
+
+
+def search(ctx: Context, query: str, k: int = 5, filter: str = "") -> list[dict[str, Any]]:
+    """Semantic search through the alias; transcript hits deep-link to their moment."""
+    physical = _require_collection(ctx)
+    vector = ctx.embedder.embed([query])[0]
+    hits = ctx.store.search(physical, vector, k, SEARCH_FIELDS, filter)
+    out = []
+    for h in hits:
+        rec = dict(h.record)
+        rec["url"] = deep_link(rec.get("url", ""), rec.get("start_seconds"))
+        out.append({"score": round(h.score, 6), **rec})
+    return out
+
+
+def stats(ctx: Context) -> dict[str, Any]:
+    """What the collection holds, by source type, and which model built it."""
+    physical = ctx.store.alias_target()
+    if physical is None:
+        return {"collection": ctx.params.milvus.collection, "exists": False, "records": 0}
+    by_type: dict[str, int] = {}
+    sources: set[str] = set()
+    models: set[str] = set()
+    for row in ctx.store.iter_rows(physical, ["source_type", "source_id", "model"]):
+        by_type[row["source_type"]] = by_type.get(row["source_type"], 0) + 1
+        sources.add(row["source_id"])
+        models.add(row["model"])
+    return {
+        "collection": ctx.params.milvus.collection,
+        "exists": True,
+        "physical_collection": physical,
+        "records": sum(by_type.values()),
+        "sources": len(sources),
+        "by_source_type": dict(sorted(by_type.items())),
+        "models": sorted(models),
+    }
+
+
+__all__ = [
+    "Context",
+    "IngestResult",
+    "PipelineError",
+    "StoreError",
+    "deep_link",
+    "embed_texts",
+    "extract",
+    "ingest",
+    "search",
+    "snapshot",
+    "stats",
+]

@@ -1,0 +1,225 @@
+"""Milvus: schema, physical collection per model behind an alias, upsert, cleanup, read, search.
+
+Every filter expression is built here from escaped literals (`literal`), so a source id
+containing quotes or expression syntax can never widen a delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corpusflow.ids import sha256_text
+
+# Field name -> VARCHAR max_length (UTF-8 bytes). Text is split by the chunker to fit.
+VARCHAR_FIELDS = {
+    "id": 36,
+    "source_id": 4096,
+    "source_type": 32,
+    "title": 65_535,
+    "author": 65_535,
+    "url": 65_535,
+    "published": 256,
+    "text": 65_535,
+    "text_hash": 64,
+    "doc_hash": 64,
+    "chunker": 64,
+    "model": 512,
+    "run_id": 64,
+}
+INT_FIELDS = ("chunk_index", "n_chunks", "start_char")
+FLOAT_FIELDS = ("start_seconds", "end_seconds")
+SCALAR_FIELDS = tuple(VARCHAR_FIELDS) + INT_FIELDS + FLOAT_FIELDS
+VECTOR_FIELD = "vector"
+STATE_FIELDS = ["id", "source_id", "doc_hash", "chunker", "n_chunks"]
+
+
+class StoreError(Exception):
+    """Milvus cannot be reached or used: reported to the user as one line."""
+
+
+def literal(value: str) -> str:
+    """A Milvus expression string literal that matches `value` exactly and nothing else."""
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    ).replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def in_filter(field: str, values: Iterable[str]) -> str:
+    return f"{field} in [{', '.join(literal(v) for v in values)}]"
+
+
+def physical_name(alias: str, model_id: str, dimension: int) -> str:
+    """Collection name carrying model and dimension (design decision 3)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", model_id).strip("_").lower()
+    if len(slug) > 60:
+        slug = slug[:48] + "_" + sha256_text(model_id)[:8]
+    return f"{alias}__{slug}_{dimension}"
+
+
+def is_local_uri(uri: str) -> bool:
+    return "://" not in uri
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    record: dict[str, Any]
+
+
+class MilvusStore:
+    """One connection to Milvus (Lite file or server) for one alias."""
+
+    def __init__(self, uri: str, alias: str, token: str | None = None, index: Any = None):
+        from pymilvus import MilvusClient
+        from pymilvus.exceptions import MilvusException
+
+        # query_iterator warns about client-side timestamps on every call against Milvus Lite
+        logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+        self.uri, self.alias, self.index = uri, alias, index
+        if is_local_uri(uri):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client = MilvusClient(uri=uri, token=token or "")
+        except MilvusException as exc:
+            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}") from None
+        except Exception as exc:  # lock held by another process, server down, bad URI
+            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}") from None
+        self._loaded: set[str] = set()
+
+    # --- collections and alias -------------------------------------------------------
+    def alias_target(self) -> str | None:
+        if self.alias not in self._aliases():
+            return None
+        return self.client.describe_alias(self.alias)["collection_name"]
+
+    def _aliases(self) -> list[str]:
+        names: list[str] = []
+        for coll in self.client.list_collections():
+            names.extend(self.client.list_aliases(coll).get("aliases", []))
+        return names
+
+    def has(self, name: str) -> bool:
+        return self.client.has_collection(name)
+
+    def ensure_collection(self, name: str, dimension: int) -> bool:
+        """Create the collection with its explicit schema and index; True if it was created."""
+        created = False
+        if not self.client.has_collection(name):
+            self.client.create_collection(
+                name, schema=self._schema(dimension), index_params=self._index_params()
+            )
+            created = True
+        self.load(name)
+        return created
+
+    def load(self, name: str) -> None:
+        if name not in self._loaded:
+            self.client.load_collection(name)  # needed after every reopen
+            self._loaded.add(name)
+
+    def point_alias(self, name: str) -> None:
+        """Create the alias or move it to `name` in one step: searches never see a gap."""
+        if self.alias_target() is None:
+            self.client.create_alias(name, self.alias)
+        else:
+            self.client.alter_alias(name, self.alias)
+
+    def _schema(self, dimension: int):
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        for field, size in VARCHAR_FIELDS.items():
+            schema.add_field(field, DataType.VARCHAR, max_length=size, is_primary=field == "id")
+        for field in INT_FIELDS:
+            schema.add_field(field, DataType.INT64)
+        for field in FLOAT_FIELDS:
+            schema.add_field(field, DataType.DOUBLE, nullable=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+        return schema
+
+    def _index_params(self):
+        params = self.client.prepare_index_params()
+        params.add_index(
+            field_name=VECTOR_FIELD,
+            index_type=self.index.type if self.index else "HNSW",
+            metric_type="COSINE",
+            params=dict(self.index.params) if self.index else {"M": 16, "efConstruction": 200},
+        )
+        return params
+
+    # --- writes ------------------------------------------------------------------------
+    def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch_size: int = 500) -> int:
+        """Upsert (never insert: on a server an existing key would duplicate)."""
+        for i in range(0, len(rows), batch_size):
+            self.client.upsert(name, list(rows[i : i + batch_size]))
+        return len(rows)
+
+    def delete_ids(self, name: str, ids: Sequence[str], batch_size: int = 1000) -> int:
+        """Delete by primary key: no expression is built from user data."""
+        for i in range(0, len(ids), batch_size):
+            self.client.delete(name, ids=list(ids[i : i + batch_size]))
+        return len(ids)
+
+    # --- reads -------------------------------------------------------------------------
+    def state_of(self, name: str, source_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Existing records (state fields only) for the given sources, by source id."""
+        state: dict[str, list[dict[str, Any]]] = {sid: [] for sid in source_ids}
+        for i in range(0, len(source_ids), 100):
+            part = source_ids[i : i + 100]
+            for row in self.iter_rows(name, STATE_FIELDS, in_filter("source_id", part)):
+                state[row["source_id"]].append(row)
+        return state
+
+    def iter_rows(
+        self, name: str, fields: Sequence[str], filter: str = "", batch_size: int = 1000
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching row through `query_iterator` (limit+offset caps at 16,384)."""
+        self.load(name)
+        iterator = self.client.query_iterator(
+            name, batch_size=batch_size, filter=filter, output_fields=list(fields)
+        )
+        try:
+            while batch := iterator.next():
+                yield from batch
+        finally:
+            iterator.close()
+
+    def count(self, name: str) -> int:
+        """Rows in a physical collection."""
+        self.load(name)
+        rows = self.client.query(name, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def search(
+        self, name: str, vector: Sequence[float], k: int, fields: Sequence[str], filter: str = ""
+    ) -> list[Hit]:
+        search_params = {"params": dict(self.index.search_params)} if self.index else {}
+        if self.index and self.index.type.upper() == "HNSW":
+            search_params["params"]["ef"] = max(search_params["params"].get("ef", 64), k)
+        result = self.client.search(
+            name,
+            [list(vector)],
+            limit=k,
+            filter=filter,
+            output_fields=list(fields),
+            search_params=search_params,
+        )
+        return [Hit(score=float(h["distance"]), record=dict(h["entity"])) for h in result[0]]
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing a broken connection must not hide the real error
+            pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,69 @@
+"""Shared fixtures: one real MiniLM per session, a fresh Milvus Lite per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "COMET_ERROR_TRACKING_ENABLE": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+for _key in ("MILVUS_URI", "MILVUS_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "COMET_API_KEY"):
+    os.environ.pop(_key, None)
+
+from corpusflow.config import Embedding, Params  # noqa: E402
+from corpusflow.embedding.local import LocalEmbedder  # noqa: E402
+from corpusflow.pipeline import Context  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "raw"
+CLI = str(Path(sys.executable).with_name("corpusflow"))
+
+
+@pytest.fixture(scope="session")
+def embedder() -> LocalEmbedder:
+    """The real shipped MiniLM, loaded once for the whole session."""
+    return LocalEmbedder(Embedding())
+
+
+def make_params(root: Path, **sections) -> Params:
+    """Params whose every path lives under `root`, with section overrides."""
+    base = {
+        "milvus": {"uri": str(root / "milvus.db")},
+        "ingest": {
+            "rejects": str(root / "rejects.jsonl"),
+            "cache": str(root / "cache.sqlite"),
+            "batch_documents": 4,
+        },
+        "snapshot": {"out": str(root / "snapshots" / "snapshot.json")},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return Params.model_validate(base)
+
+
+@pytest.fixture
+def make_ctx(tmp_path, embedder):
+    """Build Contexts on a per-test Milvus Lite; all are closed at teardown."""
+    made: list[Context] = []
+
+    def _make(root: Path | None = None, emb=None, **sections) -> Context:
+        ctx = Context(make_params(root or tmp_path, **sections))
+        ctx._embedder = emb or embedder
+        made.append(ctx)
+        return ctx
+
+    yield _make
+    for ctx in made:
+        ctx.close()

@@ -233,6 +233,10 @@ def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
         )
 
 
+# --- sub-commands defined in their own modules (one registration line each) ---
+# (registrations go here)
+
+
 def main() -> None:
     app()
 

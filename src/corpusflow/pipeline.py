@@ -133,11 +133,19 @@ class EmbedCounts:
     cache_hits: int = 0
 
 
+EmbedFn = Callable[[list[str]], list[list[float]]]
+
+
 def embed_texts(
-    ctx: Context, texts: Sequence[str], counts: EmbedCounts, progress: Progress | None = None
+    ctx: Context,
+    texts: Sequence[str],
+    counts: EmbedCounts,
+    progress: Progress | None = None,
+    embed_fn: EmbedFn | None = None,
 ) -> list[list[float]]:
     """Vectors for `texts` in order: cached ones are reused, the rest embedded in batches,
-    each batch committed to the cache before the next (a killed run resumes from there)."""
+    each batch committed to the cache before the next (a killed run resumes from there).
+    `embed_fn` replaces the local call, e.g. to run the model on a Dask cluster."""
     from corpusflow.ids import sha256_text
 
     key = ctx.cache_model_key
@@ -151,7 +159,7 @@ def embed_texts(
     todo = list(missing.items())
     for i in range(0, len(todo), EMBED_BATCH):
         part = todo[i : i + EMBED_BATCH]
-        vectors = ctx.embedder.embed([t for _, t in part])
+        vectors = (embed_fn or ctx.embedder.embed)([t for _, t in part])
         ctx.cache.put_many(key, [(h, v) for (h, _), v in zip(part, vectors, strict=False)])
         known.update({h: v for (h, _), v in zip(part, vectors, strict=False)})
         counts.embedded += len(part)
@@ -271,6 +279,221 @@ def _is_current(row: dict[str, Any], doc: Document, spec: ChunkerSpec, n_chunks:
     )
 
 
+@dataclass
+class BatchPlan:
+    """What one batch of documents needs: chunks to (re)write, and stale ids to delete after."""
+
+    writes: list[tuple[Document, Chunk, int]] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [chunk.text for _, chunk, _ in self.writes]
+
+
+class Ingestion:
+    """One ingest run, in steps a CLI, a Prefect flow or a DVC stage can drive.
+
+    `screen` turns source items into unique documents (rejects and duplicates counted),
+    `plan` compares a batch with the stored state, `load` upserts a planned batch and only
+    then deletes its stale chunks, `finish` applies `full` cleanup and moves the alias.
+    A kill at any point leaves a state the next run completes.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        cleanup: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        on_reject: Callable[[Reject], None] | None = None,
+        run_id: str | None = None,
+    ):
+        self.ctx, self.dry_run, self.progress, self.on_reject = ctx, dry_run, progress, on_reject
+        self.started = time.monotonic()
+        params = ctx.params
+        self.spec = ctx.chunker_spec()
+        self.target = ctx.target
+        self.previous = ctx.store.alias_target()
+        self.result = IngestResult(
+            run_id=run_id or new_run_id(),
+            collection=params.milvus.collection,
+            physical_collection=self.target,
+            model=ctx.embedder.model_id,
+            cleanup=cleanup or params.ingest.cleanup,
+            dry_run=dry_run,
+            rejects_file=params.ingest.rejects,
+        )
+        self.exists = ctx.store.has(self.target)
+        if not dry_run:
+            ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
+            self.exists = True
+        self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
+        self.rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
+        self.seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
+        self.protected: set[str] = set()  # rejected this run: `full` cleanup must keep them
+        self.embed_counts = EmbedCounts()
+
+    # --- screening -------------------------------------------------------------------
+    def reject(self, item: Reject, input_counted: bool = False) -> None:
+        self.rejects.add(item)
+        self.result.rejected += 1
+        if not input_counted:
+            self.result.count(item.source_type, "inputs")
+        self.result.count(item.source_type, "rejected")
+        if item.source_id:
+            self.protected.add(item.source_id)
+        if self.on_reject:
+            self.on_reject(item)
+
+    def _duplicate(self, source_type: str) -> None:
+        self.result.duplicates += 1
+        self.result.count(source_type, "inputs")
+        self.result.count(source_type, "duplicates")
+
+    def screen(self, items: Iterable[SourceItem]) -> Iterator[Document]:
+        """Documents to process: rejects logged, duplicates counted, each source id once."""
+        hashes: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, Reject):
+                self.reject(item)
+            elif isinstance(item, Skipped):
+                self._duplicate(item.source_type)
+            elif item.source_id in hashes:
+                if hashes[item.source_id] == item.content_hash:
+                    self._duplicate(item.source_type)
+                else:
+                    first = self.seen[item.source_id]
+                    why = f"duplicate source id {item.source_id} with different content"
+                    self.reject(Reject(item.origin, item.source_type, f"{why} (first: {first})"))
+            elif reason := _oversized_field(item):
+                self.reject(Reject(item.origin, item.source_type, reason, source_id=item.source_id))
+            else:
+                hashes[item.source_id] = item.content_hash
+                self.seen[item.source_id] = item.origin
+                self.result.count(item.source_type, "inputs")
+                yield item
+
+    # --- per batch ---------------------------------------------------------------------
+    def plan(self, batch: Sequence[Document]) -> BatchPlan:
+        """Compare documents with their stored records; chunk only the ones that changed."""
+        r, spec = self.result, self.spec
+        state = (
+            self.ctx.store.state_of(self.target, [d.source_id for d in batch])
+            if self.exists
+            else {}
+        )
+        plan = BatchPlan()
+        for doc in batch:
+            rows = state.get(doc.source_id, [])
+            if rows and all(_is_current(row, doc, spec, len(rows)) for row in rows):
+                r.documents += 1
+                r.unchanged_documents += 1
+                r.count(doc.source_type, "documents")
+                r.count(doc.source_type, "unchanged")
+                r.chunks += len(rows)
+                r.skipped += len(rows)
+                continue
+            chunks = self.chunker.split(doc)
+            if not chunks:
+                why = "no text left to index"
+                self.reject(Reject(doc.origin, doc.source_type, why, source_id=doc.source_id), True)
+                continue
+            r.documents += 1
+            r.count(doc.source_type, "documents")
+            r.chunks += len(chunks)
+            existing = {row["id"]: row for row in rows}
+            for chunk in chunks:
+                row = existing.get(chunk.id)
+                if row is not None and _is_current(row, doc, spec, len(chunks)):
+                    r.skipped += 1
+                    continue
+                if row is None:
+                    r.added += 1
+                else:
+                    r.updated += 1
+                plan.writes.append((doc, chunk, len(chunks)))
+            current = {c.id for c in chunks}
+            plan.stale.extend(i for i in existing if i not in current)
+        if self.progress:
+            self.progress("documents", len(batch))
+        return plan
+
+    def load(self, plan: BatchPlan, vectors: Sequence[list[float]]) -> None:
+        """Upsert the batch, then delete its stale chunks (never before)."""
+        if self.dry_run:
+            self.result.deleted += len(plan.stale)
+            return
+        ctx, model, run_id = self.ctx, self.ctx.embedder.model_id, self.result.run_id
+        rows = [
+            _record(doc, chunk, n, vec, self.spec, model, run_id)
+            for (doc, chunk, n), vec in zip(plan.writes, vectors, strict=True)
+        ]
+        self.result.upserted += ctx.store.upsert(self.target, rows, ctx.params.milvus.batch_size)
+        self.result.deleted += ctx.store.delete_ids(self.target, plan.stale)
+
+    def embed(self, plan: BatchPlan, embed_fn: EmbedFn | None = None) -> list[list[float]]:
+        if self.dry_run:
+            return []
+        return embed_texts(self.ctx, plan.texts, self.embed_counts, self.progress, embed_fn)
+
+    # --- end of run --------------------------------------------------------------------
+    def finish(self) -> IngestResult:
+        """`full` cleanup, carry other sources over after a model change, move the alias."""
+        r, store = self.result, self.ctx.store
+        if r.cleanup == "full" and self.exists:
+            keep = set(self.seen) | self.protected
+            gone = [
+                row["id"]
+                for row in store.iter_rows(self.target, ["id", "source_id"])
+                if row["source_id"] not in keep
+            ]
+            r.deleted += len(gone) if self.dry_run else store.delete_ids(self.target, gone)
+        if self.previous != self.target and not self.dry_run:
+            if self.previous is not None and r.cleanup != "full":
+                r.migrated = self._migrate(set(self.seen) | self.protected)
+                r.upserted += r.migrated
+            store.point_alias(self.target)
+            r.alias_moved = True
+        r.embedded, r.cache_hits = self.embed_counts.embedded, self.embed_counts.cache_hits
+        r.seconds = round(time.monotonic() - self.started, 3)
+        return r
+
+    def _migrate(self, done: set[str]) -> int:
+        """Copy sources not in this run from the old model's collection, re-embedding their
+        chunk texts with the new model (from the cache where possible)."""
+        ctx, model = self.ctx, self.ctx.embedder.model_id
+        moved = 0
+        batch: list[dict[str, Any]] = []
+
+        def flush() -> int:
+            vectors = embed_texts(ctx, [r["text"] for r in batch], self.embed_counts, self.progress)
+            rows = [
+                dict(r, vector=v, model=model, run_id=self.result.run_id)
+                for r, v in zip(batch, vectors, strict=True)
+            ]
+            n = ctx.store.upsert(self.target, rows, ctx.params.milvus.batch_size)
+            batch.clear()
+            return n
+
+        for row in ctx.store.iter_rows(self.previous, list(SCALAR_FIELDS)):
+            if row["source_id"] in done:
+                continue
+            batch.append(row)
+            if len(batch) >= ctx.params.milvus.batch_size:
+                moved += flush()
+        if batch:
+            moved += flush()
+        return moved
+
+    def run(self, items: Iterable[SourceItem]) -> IngestResult:
+        for batch in _batched(self.screen(items), self.ctx.params.ingest.batch_documents):
+            plan = self.plan(batch)
+            self.load(plan, self.embed(plan))
+        return self.finish()
+
+
 def ingest(
     ctx: Context,
     items: Iterable[SourceItem],
@@ -283,186 +506,14 @@ def ingest(
 ) -> IngestResult:
     """Bring the collection in line with `items`, touching only what changed.
 
-    Per batch of documents: read the stored state of their sources; skip sources whose
-    every record carries the same content hash, chunker hash and chunk count; otherwise
-    chunk, embed only texts the cache lacks, upsert, and only then delete the source's
-    stale chunks. So a kill at any point leaves a state the next run completes.
+    A source whose every record carries the same content hash, chunker hash and chunk
+    count is skipped without chunking or embedding; a changed one is re-chunked, only
+    texts the cache lacks are embedded, and its stale chunks go after the upsert.
     """
-    started = time.monotonic()
-    params = ctx.params
-    cleanup = cleanup or params.ingest.cleanup
-    run_id = run_id or new_run_id()
-    store, emb = ctx.store, ctx.embedder
-    spec = ctx.chunker_spec()
-    target = ctx.target
-    previous = store.alias_target()
-    result = IngestResult(
-        run_id=run_id,
-        collection=params.milvus.collection,
-        physical_collection=target,
-        model=emb.model_id,
-        cleanup=cleanup,
-        dry_run=dry_run,
-        rejects_file=params.ingest.rejects,
+    run = Ingestion(
+        ctx, cleanup=cleanup, dry_run=dry_run, progress=progress, on_reject=on_reject, run_id=run_id
     )
-    exists = store.has(target)
-    if not dry_run:
-        exists = True
-        store.ensure_collection(target, emb.dimension)
-    chunker = Chunker(spec, emb.count_tokens)
-    rejects = RejectLog(params.ingest.rejects, run_id, enabled=not dry_run)
-    seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
-    protected: set[str] = set()  # sources rejected this run: `full` cleanup must not drop them
-    counts = EmbedCounts()
-
-    def reject(item: Reject, input_counted: bool = False) -> None:
-        rejects.add(item)
-        result.rejected += 1
-        if not input_counted:
-            result.count(item.source_type, "inputs")
-        result.count(item.source_type, "rejected")
-        if item.source_id:
-            protected.add(item.source_id)
-        if on_reject:
-            on_reject(item)
-
-    def documents() -> Iterator[Document]:
-        hashes: dict[str, str] = {}
-        for item in items:
-            if isinstance(item, Reject):
-                reject(item)
-            elif isinstance(item, Skipped):
-                result.duplicates += 1
-                result.count(item.source_type, "inputs")
-                result.count(item.source_type, "duplicates")
-            elif item.source_id in hashes:
-                if hashes[item.source_id] == item.content_hash:
-                    result.duplicates += 1
-                    result.count(item.source_type, "inputs")
-                    result.count(item.source_type, "duplicates")
-                else:
-                    reject(
-                        Reject(
-                            item.origin,
-                            item.source_type,
-                            f"duplicate source id {item.source_id} with different content "
-                            f"(first read from {seen[item.source_id]})",
-                        )
-                    )
-            elif reason := _oversized_field(item):
-                reject(Reject(item.origin, item.source_type, reason, source_id=item.source_id))
-            else:
-                hashes[item.source_id] = item.content_hash
-                seen[item.source_id] = item.origin
-                result.count(item.source_type, "inputs")
-                yield item
-
-    for batch in _batched(documents(), params.ingest.batch_documents):
-        state = store.state_of(target, [d.source_id for d in batch]) if exists else {}
-        writes: list[tuple[Document, Chunk, int]] = []
-        stale: list[str] = []
-        for doc in batch:
-            rows = state.get(doc.source_id, [])
-            if rows and all(_is_current(r, doc, spec, len(rows)) for r in rows):
-                result.documents += 1
-                result.unchanged_documents += 1
-                result.count(doc.source_type, "documents")
-                result.count(doc.source_type, "unchanged")
-                result.chunks += len(rows)
-                result.skipped += len(rows)
-                continue
-            chunks = chunker.split(doc)
-            if not chunks:
-                why = "no text left to index"
-                reject(Reject(doc.origin, doc.source_type, why, source_id=doc.source_id), True)
-                continue
-            result.documents += 1
-            result.count(doc.source_type, "documents")
-            result.chunks += len(chunks)
-            existing = {r["id"]: r for r in rows}
-            for chunk in chunks:
-                row = existing.get(chunk.id)
-                if row is not None and _is_current(row, doc, spec, len(chunks)):
-                    result.skipped += 1
-                    continue
-                if row is None:
-                    result.added += 1
-                else:
-                    result.updated += 1
-                writes.append((doc, chunk, len(chunks)))
-            current = {c.id for c in chunks}
-            stale.extend(i for i in existing if i not in current)
-        if progress:
-            progress("documents", len(batch))
-        if dry_run:
-            result.deleted += len(stale)
-            continue
-        vectors = embed_texts(ctx, [c.text for _, c, _ in writes], counts, progress)
-        rows_out = [
-            _record(doc, chunk, n, vec, spec, emb.model_id, run_id)
-            for (doc, chunk, n), vec in zip(writes, vectors, strict=False)
-        ]
-        result.upserted += store.upsert(target, rows_out, params.milvus.batch_size)
-        # Stale chunks go only after their replacements are stored.
-        result.deleted += store.delete_ids(target, stale)
-
-    if cleanup == "full" and exists:
-        gone = [
-            row["id"]
-            for row in store.iter_rows(target, ["id", "source_id"])
-            if row["source_id"] not in seen and row["source_id"] not in protected
-        ]
-        result.deleted += len(gone) if dry_run else store.delete_ids(target, gone)
-
-    if previous != target and not dry_run:
-        if previous is not None and cleanup != "full":
-            result.migrated = _migrate(
-                ctx, previous, target, set(seen) | protected, counts, run_id, progress
-            )
-        store.point_alias(target)
-        result.alias_moved = True
-        result.upserted += result.migrated
-
-    result.embedded, result.cache_hits = counts.embedded, counts.cache_hits
-    result.seconds = round(time.monotonic() - started, 3)
-    return result
-
-
-def _migrate(
-    ctx: Context,
-    source: str,
-    target: str,
-    done: set[str],
-    counts: EmbedCounts,
-    run_id: str,
-    progress: Progress | None,
-) -> int:
-    """Copy sources not in this run from the old model's collection, re-embedding their
-    chunk texts with the new model (from the cache where possible), before the alias moves."""
-    store, model = ctx.store, ctx.embedder.model_id
-    fields = [f for f in SCALAR_FIELDS]
-    moved = 0
-    batch: list[dict[str, Any]] = []
-
-    def flush() -> int:
-        vectors = embed_texts(ctx, [r["text"] for r in batch], counts, progress)
-        rows = [
-            dict(r, vector=v, model=model, run_id=run_id)
-            for r, v in zip(batch, vectors, strict=False)
-        ]
-        n = store.upsert(target, rows, ctx.params.milvus.batch_size)
-        batch.clear()
-        return n
-
-    for row in store.iter_rows(source, fields):
-        if row["source_id"] in done:
-            continue
-        batch.append(row)
-        if len(batch) >= ctx.params.milvus.batch_size:
-            moved += flush()
-    if batch:
-        moved += flush()
-    return moved
+    return run.run(items)
 
 
 # ----------------------------------------------------------------------------------------

@@ -37,5 +37,8 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
+# Extra targets owned by their features (prefect server/worker, dvc, bench).
+-include mk/*.mk
+
 clean:
 	rm -rf data/milvus.db data/embedding-cache.sqlite* data/rejects.jsonl data/snapshots

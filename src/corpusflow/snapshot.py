@@ -19,7 +19,7 @@ from typing import Any
 from corpusflow.ids import canonical_json
 
 SNAPSHOT_FORMAT = 1
-SCORE_DECIMALS = 6  # float noise between identical runs must not change the bytes
+SCORE_DECIMALS = 4  # float noise between identical runs must not change the bytes
 
 
 @dataclass(frozen=True)

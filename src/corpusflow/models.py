@@ -97,7 +97,8 @@ class Reject:
     source_id: str = ""
 
     def line(self) -> str:
-        where = f"{self.source} ({self.locator})" if self.locator else self.source
+        shown = self.locator and not self.reason.startswith(self.locator)
+        where = f"{self.source} ({self.locator})" if shown else self.source
         return f"rejected {where}: {self.reason}"
 
 

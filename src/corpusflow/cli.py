@@ -155,6 +155,13 @@ def _print_ingest(r: Any) -> None:
         + (f", migrated {r.migrated}" if r.migrated else "")
         + f" in {r.seconds:.1f}s"
     )
+    usage = r.embedding_usage
+    if usage:
+        cost = usage.get("estimated_cost")
+        typer.echo(
+            f"  tokens {usage.get('tokens_used', 0)}"
+            + (f", estimated cost ${cost:.4f}" if cost is not None else "")
+        )
     if r.rejected:
         typer.echo(f"  rejects: {r.rejects_file}")
 

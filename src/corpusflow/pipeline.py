@@ -157,6 +157,18 @@ def embed_texts(
         if h not in known:
             missing.setdefault(h, t)
     todo = list(missing.items())
+    batches = getattr(ctx.embedder, "embed_batches", None)
+    if embed_fn is None and batches is not None and todo:
+        # A remote embedder packs requests to the API's limits and runs them concurrently;
+        # each finished request is committed to the cache as it arrives.
+        for indexes, vectors in batches([t for _, t in todo]):
+            done = [(todo[i][0], v) for i, v in zip(indexes, vectors, strict=True)]
+            ctx.cache.put_many(key, done)
+            known.update(done)
+            counts.embedded += len(done)
+            if progress:
+                progress("embedded", len(done))
+        todo = []
     for i in range(0, len(todo), EMBED_BATCH):
         part = todo[i : i + EMBED_BATCH]
         vectors = (embed_fn or ctx.embedder.embed)([t for _, t in part])
@@ -193,6 +205,7 @@ class IngestResult:
     rejected: int = 0
     duplicates: int = 0
     alias_moved: bool = False
+    embedding_usage: dict[str, Any] = field(default_factory=dict)
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     rejects_file: str = ""
     seconds: float = 0.0
@@ -457,6 +470,9 @@ class Ingestion:
             store.point_alias(self.target)
             r.alias_moved = True
         r.embedded, r.cache_hits = self.embed_counts.embedded, self.embed_counts.cache_hits
+        usage = getattr(self.ctx.embedder, "usage", None)
+        if usage is not None:  # remote providers report tokens and estimated cost
+            r.embedding_usage = usage()
         r.seconds = round(time.monotonic() - self.started, 3)
         return r
 

@@ -1,0 +1,563 @@
+"""OpenAI-compatible embeddings: packed to the API's limits, concurrent, retried under rate limits.
+
+Works with any server speaking `POST {base_url}/embeddings` (OpenAI, Azure OpenAI's v1 API,
+vLLM, Ollama, TEI, ...). The endpoint comes from OPENAI_BASE_URL (or params
+`embedding.base_url`), the key from OPENAI_API_KEY only.
+
+Retries are ours, not the client's (it is built with `max_retries=0`): tenacity drives them so
+that (1) a 429's Retry-After pauses every worker thread, not just the one that got it, (2) the
+backoff is configurable beyond the client's fixed 0.5-8 s, (3) a quota-exhausted 429 or a
+Retry-After longer than we are willing to wait fails at once with a clear message, and (4)
+each retry is logged with the batch it concerns and the final error counts the attempts.
+
+Results stream out per request through `embed_batches`, so a caller can persist each batch
+(EmbeddingCache) as it lands: a persistent failure loses only the batches that failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from corpusflow.config import Embedding, Env
+from corpusflow.embedding.base import EmbeddingError
+from corpusflow.embedding.tokens import TokenCounter, counter_for_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Keyless local servers (vLLM, Ollama, TEI) ignore the key, but the client must send one.
+PLACEHOLDER_KEY = "unused"
+KNOWN_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+PRICE_PER_MILLION_TOKENS = {  # USD, list prices
+    "text-embedding-3-small": 0.02,
+    "text-embedding-3-large": 0.13,
+    "text-embedding-ada-002": 0.10,
+}
+RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
+WINDOW_SECONDS = 60.0
+
+
+class _Cancelled(Exception):
+    """The consumer went away: in-flight workers stop retrying."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One planned request: the contiguous inputs texts[start:stop] and their counted tokens."""
+
+    number: int
+    start: int
+    stop: int
+    tokens: int
+
+    @property
+    def indexes(self) -> list[int]:
+        return list(range(self.start, self.stop))
+
+    def describe(self) -> str:
+        last = self.stop - 1
+        span = f"input {self.start}" if last == self.start else f"inputs {self.start}-{last}"
+        return f"request {self.number} ({span})"
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """A retry that happened: which request, after which attempt, why, and how long we waited."""
+
+    request: int
+    attempt: int
+    reason: str
+    delay: float
+
+
+def _sleep_unless(stop: threading.Event, seconds: float) -> None:
+    if seconds > 0 and stop.wait(seconds):
+        raise _Cancelled
+    if stop.is_set():
+        raise _Cancelled
+
+
+class RateGate:
+    """Shared by all worker threads: a pause after a 429, and an optional tokens-per-minute budget.
+
+    The budget is a sliding 60 s window rather than a refilling bucket: a bucket holding a
+    minute's worth of tokens lets up to twice the limit through in some minute, a window never
+    lets more than `tokens_per_minute` (as counted) into any 60 s span.
+    """
+
+    def __init__(
+        self,
+        tokens_per_minute: int | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[threading.Event, float], None] = _sleep_unless,
+    ):
+        self.tokens_per_minute = tokens_per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._sent: deque[tuple[float, int]] = deque()
+        self._in_window = 0
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request until `seconds` from now (the server asked us to back off)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def acquire(self, tokens: int, stop: threading.Event) -> None:
+        """Block until a request of `tokens` may be sent; raises _Cancelled if `stop` is set."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                delay = self._paused_until - now
+                if delay <= 0:
+                    if not self.tokens_per_minute:
+                        return
+                    delay = self._budget_delay(now, tokens)
+                    if delay <= 0:
+                        self._sent.append((now, tokens))
+                        self._in_window += tokens
+                        return
+            self._sleep(stop, delay)
+
+    def _budget_delay(self, now: float, tokens: int) -> float:
+        while self._sent and self._sent[0][0] <= now - WINDOW_SECONDS:
+            self._in_window -= self._sent.popleft()[1]
+        excess = self._in_window + tokens - (self.tokens_per_minute or 0)
+        if excess <= 0:
+            return 0.0
+        freed = 0
+        for sent_at, n in self._sent:
+            freed += n
+            if freed >= excess:
+                return sent_at + WINDOW_SECONDS - now
+        return WINDOW_SECONDS  # unreachable while each request fits in the budget
+
+
+def _safe_url(url: str) -> str:
+    """The URL without user info, query or fragment: fit for logs and errors."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or date)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            if name == "retry-after-ms":
+                continue
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _status(exc: BaseException) -> int | None:
+    return exc.status_code if isinstance(exc, openai.APIStatusError) else None
+
+
+class OpenAIEmbedder:
+    """Embeds through an OpenAI-compatible `/embeddings` endpoint with the official client."""
+
+    backoff_initial = 0.5  # seconds before the first retry when the server gives no Retry-After
+    backoff_max = 30.0
+    max_retry_after = 300.0  # a longer Retry-After (e.g. a daily quota) fails instead of hanging
+
+    def __init__(
+        self,
+        settings: Embedding,
+        env: Env,
+        *,
+        backoff_initial: float | None = None,
+        backoff_max: float | None = None,
+    ):
+        self.settings = settings
+        self.model_id = settings.model
+        self.base_url = env.openai_base_url or settings.base_url or DEFAULT_BASE_URL
+        if urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise EmbeddingError(f"embedding base URL must be http(s): {_safe_url(self.base_url)}")
+        self._key = (env.openai_api_key or "").strip() or None
+        if backoff_initial is not None:
+            self.backoff_initial = backoff_initial
+        if backoff_max is not None:
+            self.backoff_max = backoff_max
+        self._name = settings.model.rsplit("/", 1)[-1]
+        self._expected_dim = settings.dimensions or KNOWN_DIMENSIONS.get(self._name)
+        self._dimension: int | None = self._expected_dim
+        self._counter: TokenCounter | None = None
+        self._client: openai.OpenAI | None = None
+        self._lock = threading.Lock()
+        self.gate = RateGate(settings.tokens_per_minute)
+        self.requests = 0  # attempts sent, retries included
+        self.tokens_used = 0
+        self.inputs_embedded = 0
+        self.retry_events: list[RetryEvent] = []
+
+    def __repr__(self) -> str:
+        return f"OpenAIEmbedder(model={self.model_id!r}, base_url={_safe_url(self.base_url)!r})"
+
+    # -- the Embedder protocol -------------------------------------------------------------
+
+    @property
+    def dimension(self) -> int:
+        """params.dimensions, else the known size of OpenAI's models, else probed once."""
+        if self._dimension is None:
+            self.embed(["dimension probe"])
+        assert self._dimension is not None
+        return self._dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self.settings.max_input_tokens
+
+    @property
+    def token_counter(self) -> TokenCounter:
+        if self._counter is None:
+            self._counter = counter_for_model(self.settings.model)
+        return self._counter
+
+    def count_tokens(self, text: str) -> int:
+        """cl100k_base count (exact for OpenAI's models), or a UTF-8 upper bound; see tokens.py."""
+        return self.token_counter.count(text)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Unit vectors for `texts`, in input order."""
+        out: list[list[float] | None] = [None] * len(texts)
+        for indexes, vectors in self.embed_batches(texts):
+            for i, vector in zip(indexes, vectors, strict=True):
+                out[i] = vector
+        assert all(v is not None for v in out)
+        return out  # type: ignore[return-value]
+
+    # -- usage ----------------------------------------------------------------------------
+
+    @property
+    def price_per_million_tokens(self) -> float | None:
+        if self.settings.price_per_million_tokens is not None:
+            return self.settings.price_per_million_tokens
+        return PRICE_PER_MILLION_TOKENS.get(self._name)
+
+    @property
+    def estimated_cost(self) -> float | None:
+        """USD for the tokens used so far; None when the model's price is unknown."""
+        price = self.price_per_million_tokens
+        return None if price is None else self.tokens_used * price / 1_000_000
+
+    def usage(self) -> dict[str, Any]:
+        """Counters for the run summary (never the key)."""
+        with self._lock:
+            return {
+                "provider": "openai",
+                "model": self.model_id,
+                "base_url": _safe_url(self.base_url),
+                "requests": self.requests,
+                "retries": len(self.retry_events),
+                "inputs": self.inputs_embedded,
+                "tokens_used": self.tokens_used,
+                "token_counter": self.token_counter.name,
+                "price_per_million_tokens": self.price_per_million_tokens,
+                "estimated_cost": self.estimated_cost,
+            }
+
+    # -- batching -------------------------------------------------------------------------
+
+    def _limits(self) -> tuple[int, int, int]:
+        s = self.settings
+        batch_tokens = min(s.max_batch_tokens, s.tokens_per_minute or s.max_batch_tokens)
+        return s.max_batch_inputs, batch_tokens, min(s.max_input_tokens, batch_tokens)
+
+    def plan(self, texts: Sequence[str]) -> list[Batch]:
+        """Check every input, then pack consecutive inputs into requests within the limits.
+
+        All inputs are checked before anything is sent, so a bad input costs no request.
+        """
+        max_inputs, max_tokens, max_input = self._limits()
+        counter = self.token_counter
+        batches: list[Batch] = []
+        start, tokens = 0, 0
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text:
+                kind = "empty" if isinstance(text, str) else f"a {type(text).__name__}"
+                raise EmbeddingError(f"input {i} is {kind}: the embeddings API needs text")
+            n = counter.count(text)
+            if n > max_input:
+                bound = "" if counter.exact else " at most"
+                raise EmbeddingError(
+                    f"input {i} is too long to embed: {n} tokens{bound} by {counter.name}, "
+                    f"limit {max_input} per input ({text[:60]!r}...); chunk it smaller"
+                )
+            if i > start and (i - start >= max_inputs or tokens + n > max_tokens):
+                batches.append(Batch(len(batches), start, i, tokens))
+                start, tokens = i, 0
+            tokens += n
+        if len(texts) > start:
+            batches.append(Batch(len(batches), start, len(texts), tokens))
+        return batches
+
+    # -- concurrency ----------------------------------------------------------------------
+
+    def embed_batches(self, texts: Sequence[str]) -> Iterator[tuple[list[int], list[list[float]]]]:
+        """Yield (indexes into texts, their unit vectors) as each request completes.
+
+        At most `max_concurrency` requests are in flight. If a request fails for good, no
+        new ones start, those in flight finish and are yielded, then one EmbeddingError is
+        raised: everything yielded before it is final, so a caller that persisted it resumes
+        with only the rest.
+        """
+        texts = list(texts)
+        batches = self.plan(texts)
+        if not batches:
+            return
+        client = self._get_client()
+        stop = threading.Event()
+        todo = iter(batches)
+        pending: dict[Future[list[list[float]]], Batch] = {}
+        failures: list[tuple[Batch, BaseException]] = []
+        workers = min(self.settings.max_concurrency, len(batches))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="corpusflow-embed")
+
+        def submit_next() -> None:
+            batch = None if failures else next(todo, None)
+            if batch is not None:
+                fut = pool.submit(self._run, client, texts[batch.start : batch.stop], batch, stop)
+                pending[fut] = batch
+
+        try:
+            for _ in range(workers):
+                submit_next()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: pending[f].number):
+                    batch = pending.pop(fut)
+                    try:
+                        vectors = fut.result()
+                    except BaseException as exc:  # noqa: BLE001 - re-raised after draining
+                        failures.append((batch, exc))
+                        continue
+                    submit_next()
+                    yield batch.indexes, vectors
+        finally:
+            stop.set()  # a consumer that stopped early: in-flight retries give up
+            pool.shutdown(wait=True, cancel_futures=True)
+        if failures:
+            batch, exc = failures[0]
+            if not isinstance(exc, EmbeddingError):
+                raise exc
+            unsent = sum(1 for _ in todo)
+            done_count = len(batches) - len(failures) - unsent
+            more = f"; {len(failures) - 1} other request(s) failed too" if len(failures) > 1 else ""
+            raise EmbeddingError(
+                f"{exc}; {done_count} of {len(batches)} requests completed and were returned, "
+                f"{unsent} not sent{more}"
+            ) from None
+
+    # -- one request, with retries --------------------------------------------------------
+
+    def _get_client(self) -> openai.OpenAI:
+        with self._lock:
+            if self._client is None:
+                key = self._key
+                if key is None:
+                    host = urlsplit(self.base_url).hostname or ""
+                    if host.endswith(("openai.com", "azure.com")):
+                        raise EmbeddingError(f"OPENAI_API_KEY is not set; {host} needs it")
+                    log.info("OPENAI_API_KEY not set: sending a placeholder key to %s", host)
+                    key = PLACEHOLDER_KEY
+                timeout = self.settings.request_timeout
+                self._client = openai.OpenAI(
+                    api_key=key,
+                    base_url=self.base_url,
+                    max_retries=0,  # ours, see the module docstring
+                    timeout=timeout,
+                    # redirects could take the request (and key) to another host: refuse them
+                    http_client=openai.DefaultHttpxClient(timeout=timeout, follow_redirects=False),
+                )
+            return self._client
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _redact(self, text: str) -> str:
+        if self._key and len(self._key) >= 4:
+            text = text.replace(self._key, "[redacted]")
+        return text
+
+    def _reason(self, exc: BaseException) -> str:
+        """A short, key-free description of a failed attempt."""
+        if isinstance(exc, openai.APITimeoutError):
+            return f"timed out after {self.settings.request_timeout:g} s"
+        if isinstance(exc, openai.APIConnectionError):
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "no response"
+            return f"connection failed ({cause})"
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body
+            detail = body.get("message") if isinstance(body, dict) else body
+            detail = " ".join(str(detail or "").split())[:200]
+            code = f" {exc.code}" if exc.code else ""
+            return self._redact(f"HTTP {exc.status_code}{code}" + (f": {detail}" if detail else ""))
+        return self._redact(f"{type(exc).__name__}: {exc}")
+
+    def _retryable(self, exc: BaseException) -> bool:
+        if isinstance(exc, openai.APIConnectionError):  # timeouts and dropped connections
+            return True
+        status = _status(exc)
+        if status is None:
+            return False
+        if status == 429 and getattr(exc, "code", None) == "insufficient_quota":
+            return False  # billing, not rate: waiting will not help
+        after = _retry_after(exc)
+        if after is not None and after > self.max_retry_after:
+            return False
+        return status in RETRY_STATUSES or status >= 500
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = _retry_after(exc) if exc is not None else None
+        if after is not None:
+            if _status(exc) == 429:
+                self.gate.pause(after)  # every worker holds, not only this one
+            return after
+        # exponential with "equal jitter": half fixed, half random, so threads spread out
+        ceiling = min(self.backoff_max, self.backoff_initial * 2 ** (state.attempt_number - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _request(
+        self, client: openai.OpenAI, inputs: list[str], batch: Batch, stop: threading.Event
+    ) -> Any:
+        attempts = self.settings.max_retries + 1
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            reason = self._reason(exc) if exc else "?"
+            event = RetryEvent(batch.number, state.attempt_number, reason, delay)
+            with self._lock:
+                self.retry_events.append(event)
+            log.warning(
+                "embedding %s: %s; retry %d of %d in %.2f s",
+                batch.describe(),
+                reason,
+                state.attempt_number,
+                attempts - 1,
+                delay,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(attempts),
+            retry=retry_if_exception(self._retryable),
+            wait=self._wait,
+            sleep=lambda seconds: _sleep_unless(stop, seconds),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        kwargs: dict[str, Any] = {"encoding_format": "float"}  # else the client asks for base64
+        if self.settings.dimensions is not None:
+            kwargs["dimensions"] = self.settings.dimensions
+        attempt = 0
+        try:
+            for attempt_manager in retrying:
+                with attempt_manager:
+                    self.gate.acquire(batch.tokens, stop)
+                    attempt += 1
+                    with self._lock:
+                        self.requests += 1
+                    log.debug(
+                        "embedding %s: %d inputs, %d tokens, attempt %d",
+                        batch.describe(),
+                        len(inputs),
+                        batch.tokens,
+                        attempt,
+                    )
+                    return client.embeddings.create(
+                        model=self.settings.model, input=inputs, **kwargs
+                    )
+        except openai.OpenAIError as exc:
+            hint = " (check OPENAI_API_KEY)" if _status(exc) in (401, 403) else ""
+            after = _retry_after(exc)
+            if after is not None and after > self.max_retry_after:
+                hint = f" (the server asks to retry in {after:g} s: too long to wait)"
+            tries = f"after {attempt} attempts" if attempt > 1 else "on the first attempt"
+            raise EmbeddingError(
+                f"embedding {batch.describe()} at {_safe_url(self.base_url)} failed {tries}: "
+                f"{self._reason(exc)}{hint}"
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(
+        self, client: openai.OpenAI, inputs: list[str], batch: Batch, stop: threading.Event
+    ) -> list[list[float]]:
+        response = self._request(client, inputs, batch, stop)
+        vectors = self._vectors(response, batch, len(inputs))
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "total_tokens", None) or batch.tokens
+        with self._lock:
+            self.tokens_used += tokens
+            self.inputs_embedded += len(inputs)
+        return vectors
+
+    def _vectors(self, response: Any, batch: Batch, count: int) -> list[list[float]]:
+        """Check the response against the request and return unit float32 vectors in order."""
+        import numpy as np
+
+        data = sorted(response.data or [], key=lambda d: d.index)
+        if [d.index for d in data] != list(range(count)):
+            raise EmbeddingError(
+                f"embedding {batch.describe()}: the server returned {len(data)} vectors "
+                f"for {count} inputs"
+            )
+        try:
+            arr = np.asarray([d.embedding for d in data], dtype=np.float64)
+        except (ValueError, TypeError):
+            raise EmbeddingError(
+                f"embedding {batch.describe()}: vectors of unequal length or not numbers"
+            ) from None
+        dim = arr.shape[1] if arr.ndim == 2 else 0
+        with self._lock:
+            expected = self._expected_dim or self._dimension
+            if expected is None:
+                self._dimension = expected = dim
+        if dim != expected or not np.isfinite(arr).all():
+            raise EmbeddingError(
+                f"embedding {batch.describe()}: got {dim}-dimensional vectors from "
+                f"{self.model_id!r}, expected {expected} finite values"
+            )
+        norms = np.linalg.norm(arr, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return (arr / norms).astype(np.float32).tolist()

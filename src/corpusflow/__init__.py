@@ -1,3 +1,20 @@
 """corpusflow: transcripts and articles into Milvus, with versioned snapshots and lineage."""
 
+import os as _os
+
+# Offline-first (DESIGN.md decision 4), set before any library can read them: loading the
+# embedder imports transformers, which imports comet_ml, which reads some of these once.
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "COMET_ERROR_TRACKING_ENABLE": "false",
+    "COMET_DISABLE_ANNOUNCEMENT": "true",
+    "COMET_DISABLE_AUTO_LOGGING": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    _os.environ.setdefault(_key, _value)
+
 __version__ = "0.1.0"

@@ -118,6 +118,33 @@ class Snapshot(_Section):
     queries: list[SnapshotQuery] = Field(default_factory=list)
 
 
+class Comet(_Section):
+    """Comet tracking and the local lineage ledger. The API key is never here: with
+    COMET_API_KEY set, `auto` goes online; without it, runs land in offline archives and a
+    pending queue that `corpusflow comet sync` uploads later."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str | None = None  # COMET_PROJECT_NAME overrides; default "corpusflow"
+    workspace: str | None = None  # COMET_WORKSPACE overrides; default: the key's own
+    artifact: str = Field(default="milvus-query-results", pattern=r"^[A-Za-z0-9_.-]+$")
+    artifact_type: str = "dataset"
+    offline_dir: str = "data/comet"  # offline archives; pending artifact versions below it
+    ledger: str = "lineage/ledger.jsonl"  # append-only lineage, kept in git
+
+
+class EvaluationQuery(_Section):
+    query: str = Field(min_length=1)
+    expected_source: str = Field(min_length=1)  # a source_id, e.g. youtube:<id>
+
+
+class Evaluation(_Section):
+    """Retrieval evaluation of a snapshot: hit rate and MRR of the expected source at k."""
+
+    k: int = Field(default=5, gt=0)
+    snapshot: str = "latest"  # version (v2), sha256 prefix, Comet version or alias
+    queries: list[EvaluationQuery] = Field(default_factory=list)
+
+
 class Params(_Section):
     """Everything in params.yaml. Unknown keys are errors, so typos don't pass silently."""
 
@@ -127,11 +154,12 @@ class Params(_Section):
     milvus: Milvus = Field(default_factory=Milvus)
     ingest: Ingest = Field(default_factory=Ingest)
     snapshot: Snapshot = Field(default_factory=Snapshot)
-    comet: dict[str, Any] = Field(default_factory=dict)
-    evaluation: dict[str, Any] = Field(default_factory=dict)
+    comet: Comet = Field(default_factory=Comet)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
 
     def digest(self) -> str:
-        return hash_value(self.model_dump(mode="json"))
+        """Hash of the settings that shape the data (Comet and evaluation settings don't)."""
+        return hash_value(self.model_dump(mode="json", exclude={"comet", "evaluation"}))
 
 
 class Env(BaseModel):

@@ -304,51 +304,22 @@ class BatchPlan:
         return [chunk.text for _, chunk, _ in self.writes]
 
 
-class Ingestion:
-    """One ingest run, in steps a CLI, a Prefect flow or a DVC stage can drive.
+class Screener:
+    """Turns source items into unique documents: rejects logged, duplicates counted.
 
-    `screen` turns source items into unique documents (rejects and duplicates counted),
-    `plan` compares a batch with the stored state, `load` upserts a planned batch and only
-    then deletes its stale chunks, `finish` applies `full` cleanup and moves the alias.
-    A kill at any point leaves a state the next run completes.
+    Used by every ingest, and alone by the DVC extract stage (no Milvus needed).
     """
 
     def __init__(
         self,
-        ctx: Context,
-        *,
-        cleanup: str | None = None,
-        dry_run: bool = False,
-        progress: Progress | None = None,
+        result: IngestResult,
+        rejects: RejectLog,
         on_reject: Callable[[Reject], None] | None = None,
-        run_id: str | None = None,
     ):
-        self.ctx, self.dry_run, self.progress, self.on_reject = ctx, dry_run, progress, on_reject
-        self.started = time.monotonic()
-        params = ctx.params
-        self.spec = ctx.chunker_spec()
-        self.target = ctx.target
-        self.previous = ctx.store.alias_target()
-        self.result = IngestResult(
-            run_id=run_id or new_run_id(),
-            collection=params.milvus.collection,
-            physical_collection=self.target,
-            model=ctx.embedder.model_id,
-            cleanup=cleanup or params.ingest.cleanup,
-            dry_run=dry_run,
-            rejects_file=params.ingest.rejects,
-        )
-        self.exists = ctx.store.has(self.target)
-        if not dry_run:
-            ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
-            self.exists = True
-        self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
-        self.rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
+        self.result, self.rejects, self.on_reject = result, rejects, on_reject
         self.seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
         self.protected: set[str] = set()  # rejected this run: `full` cleanup must keep them
-        self.embed_counts = EmbedCounts()
 
-    # --- screening -------------------------------------------------------------------
     def reject(self, item: Reject, input_counted: bool = False) -> None:
         self.rejects.add(item)
         self.result.rejected += 1
@@ -387,6 +358,51 @@ class Ingestion:
                 self.seen[item.source_id] = item.origin
                 self.result.count(item.source_type, "inputs")
                 yield item
+
+
+class Ingestion:
+    """One ingest run, in steps a CLI, a Prefect flow or a DVC stage can drive.
+
+    `screen` turns source items into unique documents (rejects and duplicates counted),
+    `plan` compares a batch with the stored state, `load` upserts a planned batch and only
+    then deletes its stale chunks, `finish` applies `full` cleanup and moves the alias.
+    A kill at any point leaves a state the next run completes.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        cleanup: str | None = None,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        on_reject: Callable[[Reject], None] | None = None,
+        run_id: str | None = None,
+    ):
+        self.ctx, self.dry_run, self.progress = ctx, dry_run, progress
+        self.started = time.monotonic()
+        params = ctx.params
+        self.spec = ctx.chunker_spec()
+        self.target = ctx.target
+        self.previous = ctx.store.alias_target()
+        self.result = IngestResult(
+            run_id=run_id or new_run_id(),
+            collection=params.milvus.collection,
+            physical_collection=self.target,
+            model=ctx.embedder.model_id,
+            cleanup=cleanup or params.ingest.cleanup,
+            dry_run=dry_run,
+            rejects_file=params.ingest.rejects,
+        )
+        self.exists = ctx.store.has(self.target)
+        if not dry_run:
+            ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
+            self.exists = True
+        self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
+        rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
+        self.screener = Screener(self.result, rejects, on_reject)
+        self.screen, self.reject = self.screener.screen, self.screener.reject
+        self.embed_counts = EmbedCounts()
 
     # --- per batch ---------------------------------------------------------------------
     def plan(self, batch: Sequence[Document]) -> BatchPlan:
@@ -456,7 +472,7 @@ class Ingestion:
         """`full` cleanup, carry other sources over after a model change, move the alias."""
         r, store = self.result, self.ctx.store
         if r.cleanup == "full" and self.exists:
-            keep = set(self.seen) | self.protected
+            keep = set(self.screener.seen) | self.screener.protected
             gone = [
                 row["id"]
                 for row in store.iter_rows(self.target, ["id", "source_id"])
@@ -465,7 +481,7 @@ class Ingestion:
             r.deleted += len(gone) if self.dry_run else store.delete_ids(self.target, gone)
         if self.previous != self.target and not self.dry_run:
             if self.previous is not None and r.cleanup != "full":
-                r.migrated = self._migrate(set(self.seen) | self.protected)
+                r.migrated = self._migrate(set(self.screener.seen) | self.screener.protected)
                 r.upserted += r.migrated
             store.point_alias(self.target)
             r.alias_moved = True
@@ -556,7 +572,7 @@ def snapshot(ctx: Context, out: str | None = None, run_id: str | None = None):
     queries: dict[str, list[dict[str, Any]]] = {}
     for q in snap.queries:
         if q.query:
-            vector = ctx.embedder.embed([q.query])[0]
+            vector = embed_texts(ctx, [q.query], EmbedCounts())[0]  # cached: no model load
             hits = ctx.store.search(physical, vector, q.top_k, SNAPSHOT_FIELDS, q.filter or "")
             queries[q.name] = [dict(h.record, score=round_score(h.score)) for h in hits]
         else:

@@ -1,0 +1,522 @@
+"""DVC stages (`corpusflow stage ...`) and snapshot versions (`corpusflow versions ...`).
+
+Each stage drives the same pipeline objects a CLI ingest or a Prefect flow drives
+(pipeline.extract, Ingestion.screen, Chunker/chunker_spec, embed_texts, Ingestion,
+pipeline.snapshot); this module only reads and writes the files between them. Files that
+other stages depend on are deterministic (canonical JSON, no times, no run ids), so a stage
+that reruns on unchanged input changes nothing downstream; durations go only into the
+metrics files under metrics/pipeline/. See docs/dvc.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from corpusflow.config import Params
+    from corpusflow.models import Document, Reject, Skipped
+    from corpusflow.pipeline import Context
+
+WORK = Path("data/work")
+DOCUMENTS = WORK / "documents.jsonl"
+REJECTS = WORK / "rejects.json"  # JSON, not JSONL: DVC warns about empty outputs
+CHUNKS = WORK / "chunks.jsonl"
+EMBEDDINGS = WORK / "embeddings.json"
+LOADED = WORK / "load.json"
+METRICS = Path("metrics/pipeline")
+EMBED_SLICE = 2048  # texts handed to embed_texts at once: bounds the vectors held in memory
+
+stage_app = typer.Typer(
+    help="DVC pipeline stages (run by `dvc repro`, see dvc.yaml).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+versions_app = typer.Typer(
+    help="Snapshot versions through DVC: read one back at any git revision.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[
+    str | None, typer.Option("--params", help="params file (default: ./params.yaml if present)")
+]
+
+
+# ----------------------------------------------------------------------------------------
+# files between stages: canonical JSON, written atomically
+# ----------------------------------------------------------------------------------------
+def _canonical(value: Any) -> str:
+    from corpusflow.ids import canonical_json
+
+    return canonical_json(value)
+
+
+def _write_atomic(path: Path, lines: Iterable[str]) -> int:
+    """Write `lines` to a temporary file and rename: a killed stage leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for line in lines:
+                out.write(line)
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Pretty, sorted JSON (diffable in git and by `dvc metrics diff`)."""
+    text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    _write_atomic(path, [text])
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as src:
+        for line in src:
+            if line.strip():
+                yield json.loads(line)
+
+
+def document_line(doc: Document) -> str:
+    return _canonical({**asdict(doc), "content_hash": doc.content_hash}) + "\n"
+
+
+def read_documents(path: Path = DOCUMENTS) -> Iterator[Document]:
+    """Documents back from documents.jsonl, each checked against its recorded hash."""
+    from corpusflow.models import Document, Segment
+    from corpusflow.pipeline import PipelineError
+
+    for row in _read_jsonl(path):
+        recorded = row.pop("content_hash")
+        segments = tuple(Segment(*s) for s in row.pop("segments"))
+        doc = Document(**row, segments=segments)
+        if doc.content_hash != recorded:
+            raise PipelineError(
+                f"{path}: {doc.source_id} does not match its recorded hash; "
+                "the file was edited or written by another version (run `dvc repro -f`)"
+            )
+        yield doc
+
+
+def write_side_items(path: Path, items: list[Reject | Skipped]) -> None:
+    """Rejects and skipped duplicates, in stream order, tagged with their kind."""
+    from corpusflow.models import Reject
+
+    rows = [{"kind": "reject" if isinstance(i, Reject) else "skipped", **asdict(i)} for i in items]
+    write_json(path, {"count": len(rows), "items": rows})
+
+
+def read_side_items(path: Path = REJECTS) -> Iterator[Reject | Skipped]:
+    """Rejects and skipped duplicates recorded by extract, to be replayed through screen."""
+    from corpusflow.models import Reject, Skipped
+
+    for row in json.loads(path.read_text(encoding="utf-8"))["items"]:
+        kind = row.pop("kind")
+        yield Reject(**row) if kind == "reject" else Skipped(**row)
+
+
+# ----------------------------------------------------------------------------------------
+# the stage functions (the CLI commands below only add timing, metrics and error lines)
+# ----------------------------------------------------------------------------------------
+def _screening(params: Params, on_reject: Callable[[Reject], None]):
+    """pipeline.Screener without a Milvus connection: extract must not need the store."""
+    from corpusflow.pipeline import IngestResult, RejectLog, Screener
+
+    result = IngestResult(
+        run_id="extract",
+        collection=params.milvus.collection,
+        physical_collection="",
+        model=params.embedding.model,
+        cleanup=params.ingest.cleanup,
+        rejects_file=str(REJECTS),
+    )
+    return Screener(result, RejectLog(str(REJECTS), "extract", enabled=False), on_reject)
+
+
+def _by_type(by_type: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-source-type counts that describe the data, not this run ("unchanged" varies)."""
+    keep = ("inputs", "documents", "duplicates", "rejected")
+    return {t: {k: c.get(k, 0) for k in keep} for t, c in sorted(by_type.items())}
+
+
+def extract_stage(
+    params: Params, documents: Path = DOCUMENTS, rejects: Path = REJECTS
+) -> dict[str, Any]:
+    """Sources named in params -> unique, valid Documents (documents.jsonl) plus every
+    Reject and skipped duplicate (rejects.json), screened exactly as an ingest would."""
+    from corpusflow import pipeline
+    from corpusflow.models import Skipped
+
+    side: list[Reject | Skipped] = []
+
+    def on_reject(item: Reject) -> None:
+        side.append(item)
+        typer.echo(item.line(), err=True)
+
+    def tap(items: Iterable[Any]) -> Iterator[Any]:
+        for item in items:
+            if isinstance(item, Skipped):
+                side.append(item)
+            yield item
+
+    src = params.sources
+    screen = _screening(params, on_reject)
+    items = tap(pipeline.extract(params, src.transcripts, src.articles, src.youtube))
+    per_type: dict[str, int] = {}
+
+    def lines() -> Iterator[str]:
+        for doc in screen.screen(items):
+            per_type[doc.source_type] = per_type.get(doc.source_type, 0) + 1
+            yield document_line(doc)
+
+    n = _write_atomic(documents, lines())
+    write_side_items(rejects, side)
+    r = screen.result
+    for source_type, count in per_type.items():
+        r.count(source_type, "documents", count)
+    return {
+        "documents": n,
+        "rejected": r.rejected,
+        "duplicates": r.duplicates,
+        "by_type": _by_type(r.by_type),
+    }
+
+
+def chunk_stage(ctx: Context, documents: Path = DOCUMENTS, chunks: Path = CHUNKS) -> dict[str, Any]:
+    """Documents -> chunks.jsonl with the chunker an ingest uses (same spec, same ids)."""
+    from corpusflow.chunking import Chunker
+
+    spec = ctx.chunker_spec()
+    chunker = Chunker(spec, ctx.embedder.count_tokens)
+    by_type: dict[str, dict[str, int]] = {}
+    empty = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal empty
+        for doc in read_documents(documents):
+            pieces = chunker.split(doc)
+            bucket = by_type.setdefault(doc.source_type, {"documents": 0, "chunks": 0})
+            bucket["documents"] += 1
+            bucket["chunks"] += len(pieces)
+            empty += not pieces
+            for chunk in pieces:
+                extra = {
+                    "source_type": doc.source_type,
+                    "doc_hash": doc.content_hash,
+                    "n_chunks": len(pieces),
+                    "chunker": spec.digest,
+                }
+                yield _canonical({**asdict(chunk), **extra}) + "\n"
+
+    n = _write_atomic(chunks, lines())
+    return {
+        "chunks": n,
+        "documents": sum(b["documents"] for b in by_type.values()),
+        "empty_documents": empty,
+        "chunk_size": spec.chunk_size,
+        "chunk_overlap": spec.chunk_overlap,
+        "by_type": dict(sorted(by_type.items())),
+    }
+
+
+def _hashes_digest(hashes: Iterable[str]) -> str:
+    from corpusflow.ids import sha256_text
+
+    return sha256_text("".join(h + "\n" for h in sorted(set(hashes))))
+
+
+def embed_stage(ctx: Context, chunks: Path = CHUNKS, out: Path = EMBEDDINGS) -> dict[str, Any]:
+    """Every chunk text into the persistent embedding cache (pipeline.embed_texts: cached
+    texts are not embedded again); embeddings.json says which model and which texts."""
+    from corpusflow.pipeline import EmbedCounts, embed_texts
+
+    texts = [row["text"] for row in _read_jsonl(chunks)]
+    hashes = [row["text_hash"] for row in _read_jsonl(chunks)]
+    counts = EmbedCounts()
+    for i in range(0, len(texts), EMBED_SLICE):
+        embed_texts(ctx, texts[i : i + EMBED_SLICE], counts)
+    write_json(
+        out,
+        {
+            "model": ctx.cache_model_key,
+            "texts": len(texts),
+            "unique_texts": len(set(hashes)),
+            "text_hashes_sha256": _hashes_digest(hashes),
+        },
+    )
+    return {"texts": len(texts), "embedded": counts.embedded, "cache_hits": counts.cache_hits}
+
+
+def collection_fingerprint(ctx: Context, physical: str) -> dict[str, Any]:
+    """What the collection holds, as ids and document hashes: equal state, equal digest.
+
+    run ids, vectors and times are left out on purpose (they differ between equal builds).
+    """
+    from corpusflow.ids import sha256_text
+
+    rows = sorted(
+        (r["id"], r["doc_hash"], r["source_id"])
+        for r in ctx.store.iter_rows(physical, ["id", "doc_hash", "source_id"])
+    )
+    return {
+        "records": len(rows),
+        "sources": len({sid for _, _, sid in rows}),
+        "fingerprint": sha256_text("".join(f"{i} {h}\n" for i, h, _ in rows)),
+        "ids": {i for i, _, _ in rows},
+    }
+
+
+def load_stage(
+    ctx: Context,
+    documents: Path = DOCUMENTS,
+    rejects: Path = REJECTS,
+    chunks: Path = CHUNKS,
+    out: Path = LOADED,
+    cleanup: str = "full",
+) -> tuple[dict[str, Any], Any]:
+    """Sync Milvus with the documents: an idempotent Ingestion (unchanged sources cost a
+    state lookup, vectors come from the cache), then record the collection's fingerprint.
+
+    `full` cleanup by default, so the collection is a function of data/raw and params (a
+    source removed from data/raw leaves Milvus too, as a fresh rebuild would have it).
+    Returns (load.json content, the IngestResult).
+    """
+    from itertools import chain
+
+    from corpusflow.pipeline import Ingestion, PipelineError
+
+    run = Ingestion(ctx, cleanup=cleanup)
+    run.screener.rejects.enabled = False  # extract recorded them in data/work/rejects.json
+    result = run.run(chain(read_side_items(rejects), read_documents(documents)))
+    state = collection_fingerprint(ctx, run.target)
+    expected = {row["id"] for row in _read_jsonl(chunks)}
+    missing = expected - state["ids"]
+    if missing:
+        raise PipelineError(
+            f"{len(missing)} chunks of {chunks} are not in {run.target} after the load: "
+            "the chunk stage and the load disagree (run `dvc repro -f`)"
+        )
+    if ctx.store.alias_target() != run.target:
+        raise PipelineError(f"alias {ctx.params.milvus.collection} does not point at {run.target}")
+    info = {
+        "collection": ctx.params.milvus.collection,
+        "physical_collection": run.target,
+        "model": ctx.cache_model_key,
+        "chunker": run.spec.digest,
+        "records": state["records"],
+        "sources": state["sources"],
+        # records of sources rejected this run are kept (never deleted for a bad input)
+        "kept_from_rejected_sources": len(state["ids"] - expected),
+        "fingerprint": state["fingerprint"],
+    }
+    write_json(out, info)
+    return info, result
+
+
+def snapshot_stage(ctx: Context, out: str | None = None) -> dict[str, Any]:
+    """pipeline.snapshot (query vectors come from the cache): canonical, deterministic bytes."""
+    from corpusflow import pipeline
+
+    res = pipeline.snapshot(ctx, out)
+    snap = json.loads(Path(res.path).read_text(encoding="utf-8"))
+    return {
+        "records": res.records,
+        "queries": {name: len(hits) for name, hits in sorted(snap["queries"].items())},
+        "sha256": res.sha256,
+        "path": res.path,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# the commands
+# ----------------------------------------------------------------------------------------
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _stage(params_file: str | None, with_context: bool = True) -> Iterator[Any]:
+    """Params (and a pipeline Context), with user errors as one line and the store closed."""
+    from corpusflow.config import ConfigError, load_params
+    from corpusflow.embedding.base import EmbeddingError
+    from corpusflow.pipeline import Context, PipelineError
+    from corpusflow.store import StoreError
+
+    ctx = None
+    try:
+        params = load_params(params_file)
+        if not with_context:
+            yield params
+            return
+        ctx = Context(params)
+        yield ctx
+    except (ConfigError, PipelineError, StoreError, EmbeddingError) as exc:
+        _fail(str(exc))
+    except Exception as exc:  # Milvus errors surface as library exceptions: keep them one line
+        if type(exc).__module__.startswith("pymilvus"):
+            _fail(f"Milvus: {str(exc).strip().splitlines()[0]}")
+        raise
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _metrics(stage: str, values: dict[str, Any], started: float) -> None:
+    seconds = round(time.monotonic() - started, 3)
+    write_json(METRICS / f"{stage}.json", {**values, "seconds": seconds})
+
+
+@stage_app.command("extract")
+def extract_cmd(params: ParamsOpt = None) -> None:
+    """Sources in params.yaml -> data/work/documents.jsonl and rejects.json."""
+    started = time.monotonic()
+    with _stage(params, with_context=False) as p:
+        m = extract_stage(p)
+    _metrics("extract", m, started)
+    typer.echo(
+        f"extract: {m['documents']} documents, {m['rejected']} rejected, "
+        f"{m['duplicates']} duplicates -> {DOCUMENTS}"
+    )
+
+
+@stage_app.command("chunk")
+def chunk_cmd(params: ParamsOpt = None) -> None:
+    """data/work/documents.jsonl -> data/work/chunks.jsonl."""
+    started = time.monotonic()
+    with _stage(params) as ctx:
+        m = chunk_stage(ctx)
+    _metrics("chunk", m, started)
+    typer.echo(f"chunk: {m['documents']} documents -> {m['chunks']} chunks -> {CHUNKS}")
+
+
+@stage_app.command("embed")
+def embed_cmd(params: ParamsOpt = None) -> None:
+    """Chunk texts into the embedding cache; data/work/embeddings.json records which."""
+    started = time.monotonic()
+    with _stage(params) as ctx:
+        m = embed_stage(ctx)
+    _metrics("embed", m, started)
+    typer.echo(f"embed: {m['texts']} texts, embedded {m['embedded']}, cache hits {m['cache_hits']}")
+
+
+@stage_app.command("load")
+def load_cmd(
+    cleanup: Annotated[
+        str, typer.Option(help="full (default: Milvus holds exactly this data) or incremental")
+    ] = "full",
+    params: ParamsOpt = None,
+) -> None:
+    """Sync Milvus with data/work (idempotent) and write its fingerprint to load.json.
+
+    metrics/pipeline/load.json is rewritten only when the sync changed the collection (or
+    is missing): a sync that found nothing to do leaves every tracked file as it was.
+    """
+    if cleanup not in ("full", "incremental"):
+        _fail(f"--cleanup must be full or incremental, not {cleanup!r}")
+    started = time.monotonic()
+    with _stage(params) as ctx:
+        info, r = load_stage(ctx, cleanup=cleanup)
+    changed = bool(r.upserted or r.deleted or r.alias_moved)
+    metrics_file = METRICS / "load.json"
+    if changed or not metrics_file.exists():
+        keys = (
+            "documents",
+            "chunks",
+            "rejected",
+            "duplicates",
+            "added",
+            "updated",
+            "deleted",
+            "upserted",
+            "migrated",
+            "embedded",
+            "cache_hits",
+        )
+        values = {k: getattr(r, k) for k in keys}
+        _metrics(
+            "load", {**values, "records": info["records"], "by_type": _by_type(r.by_type)}, started
+        )
+    what = (
+        f"synced: added {r.added}, updated {r.updated}, deleted {r.deleted}"
+        if changed
+        else "in sync, nothing to do"
+    )
+    typer.echo(
+        f"load: {info['physical_collection']} {what}; {info['records']} records, "
+        f"fingerprint {info['fingerprint'][:12]}"
+    )
+
+
+@stage_app.command("snapshot")
+def snapshot_cmd(
+    out: Annotated[str | None, typer.Option(help="output path (default: snapshot.out)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """The collection and the named queries -> the snapshot (canonical JSON)."""
+    started = time.monotonic()
+    with _stage(params) as ctx:
+        m = snapshot_stage(ctx, out)
+    path, sha = m.pop("path"), m.pop("sha256")
+    _metrics("snapshot", m, started)
+    typer.echo(f"snapshot: {m['records']} records -> {path}\n  sha256 {sha}")
+
+
+@versions_app.command("show")
+def show_cmd(
+    rev: Annotated[str, typer.Option("--rev", help="git revision (commit, tag, branch)")] = "HEAD",
+    path: Annotated[str | None, typer.Option(help="snapshot path in the repo")] = None,
+    repo: Annotated[str | None, typer.Option(help="DVC project path or git URL")] = None,
+    remote: Annotated[str | None, typer.Option(help="DVC remote (default: the default)")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="write here, not stdout")] = None,
+) -> None:
+    """Print (or write) the snapshot as it was at a git revision, through dvc.api."""
+    from dvc.exceptions import DvcException
+
+    from corpusflow.versioning.dvc import DEFAULT_SNAPSHOT, read_snapshot_bytes
+
+    if path is None:
+        with _stage(None, with_context=False) as p:
+            path = p.snapshot.out if not repo else DEFAULT_SNAPSHOT
+    try:
+        data = read_snapshot_bytes(rev, path, repo, remote)
+    except (DvcException, FileNotFoundError) as exc:
+        _fail(f"cannot read {path} at {rev}: {str(exc).strip().splitlines()[0]}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(data)
+        typer.echo(f"{path}@{rev} -> {out} ({len(data)} bytes)", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+@versions_app.command("info")
+def info_cmd(
+    path: Annotated[str | None, typer.Argument(help="snapshot (default: snapshot.out)")] = None,
+    remote: Annotated[str | None, typer.Option(help="DVC remote (default: the default)")] = None,
+) -> None:
+    """md5 of a snapshot file and its address in the DVC remote, as JSON."""
+    from corpusflow.versioning.dvc import snapshot_version_info
+
+    if path is None:
+        with _stage(None, with_context=False) as p:
+            path = p.snapshot.out
+    if not Path(path).is_file():
+        _fail(f"no snapshot at {path}")
+    typer.echo(json.dumps(snapshot_version_info(path, remote), sort_keys=True))

@@ -13,7 +13,8 @@ def _doc(text: str, **kw) -> Document:
 
 
 PROSE = " ".join(
-    f"Sentence number {i} talks about rivers, mountains and the weather in spring." for i in range(200)
+    f"Sentence number {i} talks about rivers, mountains and the weather in spring."
+    for i in range(200)
 )
 
 
@@ -55,11 +56,16 @@ def test_character_mode_classic_settings():
 
 
 def test_transcript_chunk_seconds_match_their_cues(embedder):
-    segments = [Segment(i * 4.0, i * 4.0 + 3.5, f"cue {i} says word{i} plainly") for i in range(300)]
-    doc = Document.from_segments(segments, source_id="youtube:abcdefghijk", source_type="transcript")
+    segments = [
+        Segment(i * 4.0, i * 4.0 + 3.5, f"cue {i} says word{i} plainly") for i in range(300)
+    ]
+    doc = Document.from_segments(
+        segments, source_id="youtube:abcdefghijk", source_type="transcript"
+    )
     spec = resolve_spec(Chunking(), embedder.model_id, embedder.max_tokens)
     chunks = Chunker(spec, embedder.count_tokens).split(doc)
     assert len(chunks) > 3
+
     def cue_at(pos: int) -> int:  # which cue holds character `pos`, found by counting cues
         return doc.text[: pos + 4].count("cue ") - 1
 

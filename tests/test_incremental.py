@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from corpusflow.chunking import Chunker
-from corpusflow.embedding.local import LocalEmbedder, shipped_model_path
 from corpusflow.config import Embedding
+from corpusflow.embedding.local import LocalEmbedder, shipped_model_path
 from corpusflow.models import Document
 from corpusflow.pipeline import ingest, search
 
@@ -60,7 +60,9 @@ def test_editing_one_paragraph_reembeds_only_its_chunks(make_ctx):
     ingest(ctx, [make_doc(i) for i in range(3)])
     before = ids_in(ctx)
     edited = make_doc(1, edit=2)
-    chunks_new = {c.id for c in Chunker(ctx.chunker_spec(), ctx.embedder.count_tokens).split(edited)}
+    chunks_new = {
+        c.id for c in Chunker(ctx.chunker_spec(), ctx.embedder.count_tokens).split(edited)
+    }
     old_of_doc1 = {i for i, s in before.items() if s == edited.source_id}
     vanished = old_of_doc1 - chunks_new
     appeared = chunks_new - old_of_doc1

@@ -67,3 +67,26 @@ def make_ctx(tmp_path, embedder):
     yield _make
     for ctx in made:
         ctx.close()
+
+
+# pyarrow's C++ thread pools now and then abort the interpreter's final teardown after all
+# work is done ("terminate called without an active exception", apache/arrow#34314), which
+# would turn a green run into exit status 134. The CLI leaves through os._exit for the same
+# reason (corpusflow.cli.main); the test session does too, once pytest has reported.
+_session_status: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _session_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if not _session_status:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(_session_status[-1])

@@ -15,7 +15,8 @@ try:
     app(["ingest", "--json"])
 except SystemExit as exc:
     assert not exc.code, exc.code
-heavy = [m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules]
+heavy = [m for m in ("torch", "sentence_transformers", "transformers", "comet_ml", "dvc", "prefect")
+         if m in sys.modules]
 print(json.dumps({"heavy": heavy}), flush=True)
 import os
 os._exit(0)  # skip teardown, as corpusflow.cli.main does (apache/arrow#34314)

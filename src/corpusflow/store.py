@@ -7,7 +7,10 @@ containing quotes or expression syntax can never widen a delete.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,17 @@ FLOAT_FIELDS = ("start_seconds", "end_seconds")
 SCALAR_FIELDS = tuple(VARCHAR_FIELDS) + INT_FIELDS + FLOAT_FIELDS
 VECTOR_FIELD = "vector"
 STATE_FIELDS = ["id", "source_id", "doc_hash", "chunker", "n_chunks"]
+
+# Every read here must see the writes made just before it: the state that incremental sync
+# compares against, stale/full cleanup, migration, snapshot export (same state, same bytes),
+# counts, and the searches a snapshot records. A Milvus server's default is "Bounded": a read
+# may miss up to `common.gracefulTime` (5 s) of writes, so a state query right after an upsert
+# would re-plan rows and a snapshot taken right after `ingest` could miss them. "Strong" makes
+# the query nodes catch up to the request's timestamp first (milliseconds; no flush, which
+# seals segments, is rate-limited and leaves small segments behind). Milvus Lite reads are
+# always current; there the argument changes nothing.
+READ_CONSISTENCY = "Strong"
+NOT_LOADED = 101  # Milvus error code: collection not loaded (released, or a server restart)
 
 
 class StoreError(Exception):
@@ -87,11 +101,17 @@ class MilvusStore:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MilvusClient(uri=uri, token=token or "")
-        except MilvusException as exc:
-            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}") from None
+        except MilvusException as exc:  # a server refuses a wrong token as "Fail connecting"
+            hint = "" if is_local_uri(uri) else " (is it up, and is MILVUS_TOKEN right?)"
+            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}{hint}") from None
         except Exception as exc:  # lock held by another process, server down, bad URI
             raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}") from None
         self._loaded: set[str] = set()
+        self._closed = False
+        if is_local_uri(uri):
+            _LITE_USERS[_lite_key(uri)] = _LITE_USERS.get(_lite_key(uri), 0) + 1
+        self._null_as_nan: dict[str, bool] = {}
+        self._lite: bool | None = None
 
     # --- collections and alias -------------------------------------------------------
     def alias_target(self) -> str | None:
@@ -112,10 +132,16 @@ class MilvusStore:
         """Create the collection with its explicit schema and index; True if it was created."""
         created = False
         if not self.client.has_collection(name):
-            self.client.create_collection(
-                name, schema=self._schema(dimension), index_params=self._index_params()
-            )
-            created = True
+            try:
+                self.client.create_collection(
+                    name, schema=self._schema(dimension), index_params=self._index_params()
+                )
+                created = True
+            except Exception:  # another writer creating it at the same moment, or a real error
+                if not _wait_for(lambda: self.client.has_collection(name)):
+                    raise
+        if not created:  # another writer may be between creating the collection and its index
+            _wait_for(lambda: bool(self.client.list_indexes(name)))
         self.load(name)
         return created
 
@@ -127,9 +153,13 @@ class MilvusStore:
     def point_alias(self, name: str) -> None:
         """Create the alias or move it to `name` in one step: searches never see a gap."""
         if self.alias_target() is None:
-            self.client.create_alias(name, self.alias)
-        else:
-            self.client.alter_alias(name, self.alias)
+            try:
+                self.client.create_alias(name, self.alias)
+                return
+            except Exception:
+                if self.alias_target() is None:  # not a race with another writer
+                    raise
+        self.client.alter_alias(name, self.alias)
 
     def _schema(self, dimension: int):
         from pymilvus import DataType, MilvusClient
@@ -157,9 +187,42 @@ class MilvusStore:
     # --- writes ------------------------------------------------------------------------
     def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch_size: int = 500) -> int:
         """Upsert (never insert: on a server an existing key would duplicate)."""
+        if self._nulls_stored_as_nan(name):
+            rows = [_nan_for_none(row) for row in rows]
         for i in range(0, len(rows), batch_size):
             self.client.upsert(name, list(rows[i : i + batch_size]))
         return len(rows)
+
+    def _is_lite(self) -> bool:
+        """Milvus Lite, embedded or behind `milvus-lite server` (it reports "milvus_lite-…")."""
+        if self._lite is None:
+            self._lite = self.client.get_server_version().startswith("milvus_lite")
+        return self._lite
+
+    def _nulls_stored_as_nan(self, name: str) -> bool:
+        """True when `name`'s float fields cannot hold null: Milvus before 2.5 drops the
+        `nullable` flag without an error. A missing time is then stored as NaN, which, like
+        null, no comparison in a filter matches, and is read back as None."""
+        if name not in self._null_as_nan:
+            fields = self.client.describe_collection(name)["fields"]
+            self._null_as_nan[name] = any(
+                f["name"] in FLOAT_FIELDS and not f.get("nullable") for f in fields
+            )
+        return self._null_as_nan[name]
+
+    def _reloading(self, name: str, read):
+        """Run a read; if the collection is not loaded (after a server restart, until the
+        server has reloaded it, or released by someone), load it and read once more."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return read()
+        except MilvusException as exc:
+            if exc.code != NOT_LOADED:
+                raise
+        self._loaded.discard(name)
+        self.load(name)
+        return read()
 
     def delete_ids(self, name: str, ids: Sequence[str], batch_size: int = 1000) -> int:
         """Delete by primary key: no expression is built from user data."""
@@ -182,19 +245,48 @@ class MilvusStore:
     ) -> Iterator[dict[str, Any]]:
         """Every matching row through `query_iterator` (limit+offset caps at 16,384)."""
         self.load(name)
-        iterator = self.client.query_iterator(
-            name, batch_size=batch_size, filter=filter, output_fields=list(fields)
-        )
+
+        def first_page():
+            # pymilvus 3.0.2 sends iterator queries with `use_default_consistency` and drops
+            # `consistency_level`, so on a server they run at the collection's default
+            # (Bounded): rows written a moment ago are not there yet. A Strong read first makes
+            # the query nodes catch up with every write made before it; the pages after it
+            # read at their own, later, timestamps and so see those writes. (Milvus Lite reads
+            # are always current: no extra round trip there.)
+            if not self._is_lite():
+                self.client.query(
+                    name, filter="", output_fields=["count(*)"], consistency_level=READ_CONSISTENCY
+                )
+            iterator = self.client.query_iterator(
+                name,
+                batch_size=batch_size,
+                filter=filter,
+                output_fields=list(fields),
+                consistency_level=READ_CONSISTENCY,
+            )
+            try:
+                return iterator, iterator.next()
+            except BaseException:
+                iterator.close()
+                raise
+
+        iterator, batch = self._reloading(name, first_page)
         try:
-            while batch := iterator.next():
-                yield from batch
+            while batch:
+                yield from map(_none_for_nan, batch)
+                batch = iterator.next()
         finally:
             iterator.close()
 
     def count(self, name: str) -> int:
         """Rows in a physical collection."""
         self.load(name)
-        rows = self.client.query(name, filter="", output_fields=["count(*)"])
+        rows = self._reloading(
+            name,
+            lambda: self.client.query(
+                name, filter="", output_fields=["count(*)"], consistency_level=READ_CONSISTENCY
+            ),
+        )
         return int(rows[0]["count(*)"])
 
     def search(
@@ -203,21 +295,71 @@ class MilvusStore:
         search_params = {"params": dict(self.index.search_params)} if self.index else {}
         if self.index and self.index.type.upper() == "HNSW":
             search_params["params"]["ef"] = max(search_params["params"].get("ef", 64), k)
-        result = self.client.search(
+        result = self._reloading(
             name,
-            [list(vector)],
-            limit=k,
-            filter=filter,
-            output_fields=list(fields),
-            search_params=search_params,
+            lambda: self.client.search(
+                name,
+                [list(vector)],
+                limit=k,
+                filter=filter,
+                output_fields=list(fields),
+                search_params=search_params,
+                consistency_level=READ_CONSISTENCY,
+            ),
         )
-        return [Hit(score=float(h["distance"]), record=dict(h["entity"])) for h in result[0]]
+        return [
+            Hit(score=float(h["distance"]), record=_none_for_nan(dict(h["entity"])))
+            for h in result[0]
+        ]
 
     def close(self) -> None:
+        """Close the connection; when the last store on a Milvus Lite file closes, also stop
+        the in-process server, which otherwise holds the database's lock until exit."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.client.close()
         except Exception:  # closing a broken connection must not hide the real error
             pass
+        if is_local_uri(self.uri):
+            key = _lite_key(self.uri)
+            _LITE_USERS[key] -= 1
+            if _LITE_USERS[key] == 0:
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
+
+
+_LITE_USERS: dict[str, int] = {}  # open stores per Milvus Lite file in this process
+
+
+def _lite_key(uri: str) -> str:
+    return os.path.abspath(uri)
+
+
+def _wait_for(condition, timeout: float = 10.0) -> bool:
+    """Poll `condition` until it holds (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _nan_for_none(row: dict[str, Any]) -> dict[str, Any]:
+    if all(row.get(f) is not None for f in FLOAT_FIELDS):
+        return row
+    return {**row, **{f: math.nan for f in FLOAT_FIELDS if row.get(f, 0) is None}}
+
+
+def _none_for_nan(row: dict[str, Any]) -> dict[str, Any]:
+    for f in FLOAT_FIELDS:
+        value = row.get(f)
+        if isinstance(value, float) and math.isnan(value):
+            row[f] = None
+    return row
 
 
 def _one_line(exc: BaseException) -> str:

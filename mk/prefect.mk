@@ -1,0 +1,47 @@
+# Prefect: local server + `local` process work pool + deployments + worker (docs/prefect.md).
+# Included by the Makefile (`-include mk/*.mk`); BIN and the offline exports come from there.
+#
+#   make prefect-up        start server (127.0.0.1:$(PREFECT_PORT)), work pool, deploy, worker
+#   make prefect-run       prefect deployment run 'ingest/local' --watch (starts the stack if needed)
+#   make prefect-status    which parts run
+#   make prefect-deploy    re-register prefect.yaml's deployments
+#   make prefect-down      stop the worker, then the server
+#   make prefect-test      the flow, Dask and end-to-end tests only
+#   make prefect-clean     stop, then remove data/prefect (Prefect's database, logs, results)
+#
+# PREFECT_RUN_ARGS passes parameters, e.g.
+#   make prefect-run PREFECT_RUN_ARGS="-p cleanup=full -p dry_run=true"
+
+PREFECT_PORT ?= 4200
+PREFECT_RUN_ARGS ?=
+PREFECT_STACK = PREFECT_PORT=$(PREFECT_PORT) CORPUSFLOW_BIN=$(abspath $(BIN)) \
+	scripts/prefect-stack.sh
+
+.PHONY: prefect-up prefect-down prefect-status prefect-deploy prefect-run prefect-env \
+	prefect-test prefect-clean
+
+prefect-up: install
+	$(PREFECT_STACK) start
+
+prefect-down:
+	$(PREFECT_STACK) stop
+
+prefect-status:
+	$(PREFECT_STACK) status
+
+prefect-deploy: install
+	$(PREFECT_STACK) deploy
+
+prefect-env:
+	@$(PREFECT_STACK) env
+
+prefect-run: install
+	$(PREFECT_STACK) status >/dev/null || $(PREFECT_STACK) start
+	eval "$$($(PREFECT_STACK) env)" && \
+		$(BIN)/prefect deployment run 'ingest/local' $(PREFECT_RUN_ARGS) --watch
+
+prefect-test: install
+	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_dask.py tests/test_prefect_e2e.py
+
+prefect-clean: prefect-down
+	rm -rf data/prefect

@@ -466,34 +466,14 @@ def snapshot(ctx: Context, run_id: str) -> Any:
 
 @task(name="version", cache_policy=NO_CACHE, persist_result=False)
 def version(ctx: Context, snap: Any, result: pipeline.IngestResult) -> dict[str, str]:
-    """Version the snapshot: its DVC identity (md5, remote URL) and a Comet artifact version
-    plus lineage entry, each only when its module is importable ("not configured" otherwise).
-    A versioning failure is reported, not fatal: the data is already loaded."""
+    """pipeline.version: DVC identity, Comet artifact version and lineage entry. A failure
+    is reported in the artifact, not fatal: the data is already loaded."""
     logger = get_run_logger()
-    out: dict[str, str] = {}
-    dvc_info: dict[str, Any] | None = None
-    try:
-        from corpusflow.versioning import dvc
-    except ImportError:
-        out["dvc"] = "not configured"
-    else:
-        try:
-            dvc_info = dict(dvc.snapshot_version_info(snap.path), path=snap.path)
-            out["dvc"] = _describe(dvc_info)
-        except Exception as exc:
-            logger.warning("DVC versioning failed: %s", exc)
-            out["dvc"] = f"failed: {exc}"
-    try:
-        from corpusflow.versioning import comet
-    except ImportError:
-        out["comet"] = "not configured"
-    else:
-        try:
-            out["comet"] = _describe(comet.log_snapshot(ctx, snap, result, dvc=dvc_info))
-        except Exception as exc:
-            logger.warning("Comet versioning failed: %s", exc)
-            out["comet"] = f"failed: {exc}"
-    return out
+    versions = pipeline.version(ctx, snap, result)
+    for name, value in versions.items():
+        if isinstance(value, dict) and "error" in value:
+            logger.warning("%s versioning failed: %s", name, value["error"])
+    return {name: _describe(value) for name, value in versions.items()}
 
 
 def _describe(value: Any) -> str:

@@ -11,6 +11,7 @@ for _key, _value in {
     "COMET_ERROR_TRACKING_ENABLE": "false",
     "COMET_DISABLE_ANNOUNCEMENT": "true",
     "COMET_DISABLE_AUTO_LOGGING": "1",
+    "COMET_LOGGING_CONSOLE": "WARNING",  # `corpusflow comet sync` uploads offline archives
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",

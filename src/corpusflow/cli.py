@@ -182,8 +182,15 @@ def snapshot(
     ] = None,
     as_json: JsonOpt = False,
     params: ParamsOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version/--no-version",
+            help="record the snapshot as a DVC/Comet version and in the lineage ledger",
+        ),
+    ] = True,
 ) -> None:
-    """Write the collection (and the named queries) as canonical JSON."""
+    """Write the collection (and the named queries) as canonical JSON, then version it."""
     from corpusflow import pipeline
 
     if tctx.invoked_subcommand is not None:
@@ -191,10 +198,26 @@ def snapshot(
 
     with _context(params) as ctx:
         res = pipeline.snapshot(ctx, out)
+        versions = pipeline.version(ctx, res) if version else {}
     if as_json:
-        typer.echo(json.dumps({"path": res.path, "records": res.records, "sha256": res.sha256}))
-    else:
-        typer.echo(f"{res.records} records -> {res.path}\n  sha256 {res.sha256}")
+        typer.echo(
+            json.dumps(
+                {"path": res.path, "records": res.records, "sha256": res.sha256, **versions},
+                sort_keys=True,
+                default=str,
+            )
+        )
+        return
+    typer.echo(f"{res.records} records -> {res.path}\n  sha256 {res.sha256}")
+    comet = versions.get("comet") or {}
+    if comet.get("ledger_version"):
+        where = comet.get("artifact_version") or comet.get("mode")
+        typer.echo(
+            f"  version {comet['ledger_version']} (Comet: {where}); see `corpusflow lineage`"
+        )
+    for name, value in versions.items():
+        if isinstance(value, dict) and "error" in value and name != "dvc":
+            _err(f"warning: {name} versioning failed: {value['error']}")
 
 
 @app.command()

@@ -589,6 +589,31 @@ def snapshot(ctx: Context, out: str | None = None, run_id: str | None = None):
     return write_snapshot(out or snap.out, header, records, queries, manifest)
 
 
+def version(ctx: Context, snap: Any, result: IngestResult | None = None) -> dict[str, Any]:
+    """Version a written snapshot: its DVC identity (md5 and address in the default remote)
+    and a Comet artifact version (or a pending one, offline) plus a lineage ledger entry.
+
+    A versioning failure is reported in the result, not raised: the data is already loaded
+    and the snapshot written; `corpusflow comet sync` catches up later.
+    """
+    from corpusflow.versioning import comet, dvc
+
+    out: dict[str, Any] = {}
+    try:
+        out["dvc"] = dict(dvc.snapshot_version_info(snap.path), path=snap.path)
+    except Exception as exc:  # not a DVC project, remote misconfigured: say so, go on
+        out["dvc"] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+    if ctx.params.comet.mode == "disabled":
+        out["comet"] = {"mode": "disabled"}
+        return out
+    dvc_info = out["dvc"] if "md5" in out["dvc"] else None
+    try:
+        out["comet"] = comet.log_snapshot(ctx, snap, result, dvc=dvc_info)
+    except Exception as exc:
+        out["comet"] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+    return out
+
+
 def deep_link(url: str, seconds: float | None) -> str:
     """A URL that opens the video at the chunk's moment (`&t=123s` for YouTube)."""
     if not url or seconds is None:

@@ -326,3 +326,46 @@ def test_youtube_fetch_retries_network_errors_and_parameters_are_validated(
         ingest(cleanup="sometimes", params_file=str(pfile))
     with pytest.raises(ParameterTypeError):
         ingest(task_runner="gpu", params_file=str(pfile))
+
+
+def test_evaluate_flow_consumes_a_snapshot_version(flowkit, prefect_client, tmp_path, monkeypatch):
+    """The downstream flow: scores a snapshot version and is recorded as its consumer."""
+    import json
+
+    from flows.evaluate import evaluate
+    from flows.ingest import ingest
+
+    monkeypatch.chdir(tmp_path)
+    flowkit.copy_sample(tmp_path)
+    ledger = tmp_path / "ledger.jsonl"
+    comet = {"mode": "offline", "offline_dir": str(tmp_path / "comet"), "ledger": str(ledger)}
+    queries = [
+        {
+            "query": "how do I keep a wild yeast starter alive",
+            "expected_source": "youtube:Sd0ugh8read",
+        },
+        {
+            "query": "how did lords in the middle ages protect their fortresses from attackers",
+            "expected_source": "csv:articles:castle-003",
+        },
+    ]
+    pfile = write_params(
+        tmp_path,
+        sources=sample_sources(tmp_path),
+        comet=comet,
+        evaluation={"queries": queries, "k": 3},
+    )
+    produced = ingest(params_file=str(pfile), return_state=True).result()
+    state = evaluate(snapshot="latest", params_file=str(pfile), return_state=True)
+    assert state.is_completed(), state.message
+    r = state.result()
+    assert r["queries"] == 2 and r["hit_rate"] == 1.0 and r["mrr"] == 1.0
+    assert r["snapshot"]["sha256"] == produced["snapshot"]["sha256"]
+    assert r["snapshot"]["version"] == "v1" and r["mode"] == "offline"
+    events = [json.loads(line) for line in ledger.read_text().splitlines()]
+    consumed = [e for e in events if e.get("event") == "consumed"]
+    assert len(consumed) == 1 and consumed[0]["sha256"] == produced["snapshot"]["sha256"]
+    md = flowkit.artifact_markdown(
+        prefect_client, state.state_details.flow_run_id, key="evaluate-summary"
+    )
+    assert "| hit rate@3 | 1.000 |" in md and "snapshot v1" in md

@@ -2,23 +2,41 @@
 
 Token mode measures length with the embedding model's own tokenizer, so no chunk is longer
 than the model accepts (MiniLM silently truncates past 256 tokens otherwise).
+
+What is guaranteed (tests/test_properties.py checks it on arbitrary text): placing every
+chunk at its `start_char` reproduces the document. Each chunk is exactly the document text
+at that offset, chunks come in document order, and every character no chunk covers is
+whitespace the splitter trimmed at a seam. Nothing is truncated: a chunk over Milvus'
+VARCHAR limit (UTF-8 bytes) is split again into parts within both limits. For timed
+transcripts, `start_seconds` never decreases with `chunk_index`, and
+`start_seconds <= end_seconds`.
+
+Offsets are exact, not searched for: `_OffsetSplitter` runs the library's recursive
+algorithm on (offset, text) pairs. (Finding each chunk with `str.find` after the fact put
+chunks on an earlier copy of themselves in repetitive text, e.g. a long run of one
+character, and then offsets and seconds were wrong.)
 """
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
+from langchain_text_splitters.character import _split_text_with_regex
 
 from corpusflow.config import Chunking
 from corpusflow.ids import chunk_id, hash_value, sha256_text
 from corpusflow.models import Chunk, Document
 
 # Bump when the splitting logic changes: it is part of every record's chunker hash.
-CHUNKER_VERSION = 1
+# 2: exact start offsets (were searched for, and wrong in repetitive text); parts of a chunk
+#    over the byte limit respect the token limit and never go back in time. Chunks and ids
+#    of ordinary text are unchanged; their records are rewritten once with exact offsets.
+CHUNKER_VERSION = 2
 # Milvus VARCHAR max_length is counted in UTF-8 bytes; chunks above it are split again.
 MAX_TEXT_BYTES = 65_535
 CHARACTER_DEFAULTS = (1000, 50)
@@ -65,36 +83,35 @@ def resolve_spec(settings: Chunking, model_id: str, model_max_tokens: int | None
 class Chunker:
     """Turns a Document into Chunks with ids, start offsets and, for transcripts, seconds."""
 
-    def __init__(self, spec: ChunkerSpec, count_tokens: Callable[[str], int] | None = None):
-        self.spec = spec
-        length = len if spec.mode == "characters" else count_tokens
-        if length is None:
+    def __init__(
+        self,
+        spec: ChunkerSpec,
+        count_tokens: Callable[[str], int] | None = None,
+        max_text_bytes: int = MAX_TEXT_BYTES,  # Milvus' limit; smaller only in tests
+    ):
+        self.spec, self.max_text_bytes = spec, max_text_bytes
+        count = len if spec.mode == "characters" else count_tokens
+        if count is None:
             raise ValueError("token mode needs a token counter")
-        self._length = length
-        self._splitter = RecursiveCharacterTextSplitter(
-            chunk_size=spec.chunk_size,
-            chunk_overlap=spec.chunk_overlap,
-            length_function=length,
+        self._splitter = _OffsetSplitter(
+            chunk_size=spec.chunk_size, chunk_overlap=spec.chunk_overlap, length_function=count
         )
-        # Safety net for pathological text (e.g. one huge "word" the tokenizer counts as a
-        # single [UNK]): any chunk over the VARCHAR byte limit is split again, never cut.
-        self._byte_splitter = RecursiveCharacterTextSplitter(
-            chunk_size=MAX_TEXT_BYTES // 4, chunk_overlap=0, length_function=len
+        # For pathological text only (e.g. one 70,000-byte "word" the tokenizer counts as a
+        # single [UNK]): a chunk over the VARCHAR byte limit is split again, never cut, into
+        # parts within both limits. Lengths in integer units of 1/max_text_bytes token.
+        size, limit = spec.chunk_size, max_text_bytes
+
+        def within_both(text: str) -> int:
+            return max(count(text) * limit, len(text.encode("utf-8")) * size)
+
+        self._byte_splitter = _OffsetSplitter(
+            chunk_size=size * limit, chunk_overlap=0, length_function=within_both
         )
 
     def split(self, doc: Document) -> list[Chunk]:
-        pieces: list[str] = []
-        for piece in self._splitter.split_text(doc.text):
-            if len(piece.encode("utf-8")) > MAX_TEXT_BYTES:
-                pieces.extend(self._byte_splitter.split_text(piece))
-            else:
-                pieces.append(piece)
         offsets = doc.segment_offsets() if doc.segments else []
         chunks: list[Chunk] = []
-        prev_start, prev = 0, ""
-        for index, text in enumerate(pieces):
-            start = self._locate(doc.text, prev_start, prev, text)
-            prev_start, prev = start, text
+        for index, (start, text) in enumerate(self._pieces(doc.text)):
             start_s = end_s = None
             if offsets:
                 start_s, end_s = _seconds(doc, offsets, start, start + len(text))
@@ -112,26 +129,113 @@ class Chunker:
             )
         return chunks
 
-    def _locate(self, text: str, prev_start: int, prev: str, chunk: str) -> int:
-        """Where `chunk` starts in `text`, given the chunk before it.
+    def _pieces(self, text: str) -> list[tuple[int, str]]:
+        """(start offset, chunk text) in document order, each within the byte limit.
 
-        The splitter does not report offsets, and a plain `find` lands on an earlier copy
-        when text repeats. A chunk either starts after the previous one or begins with an
-        overlap that is a suffix of it no longer than `chunk_overlap`: take the longest such
-        suffix, falling back to `find` only if the text disagrees.
-        """
-        if prev:
-            prev_end = prev_start + len(prev)
-            for k in range(min(len(prev) - 1, len(chunk)), 0, -1):
-                if prev.endswith(chunk[:k]) and self._length(chunk[:k]) <= self.spec.chunk_overlap:
-                    start = prev_end - k
-                    if text.startswith(chunk, start):
-                        return start
-            found = text.find(chunk, prev_end)
-            if found >= 0:
-                return found
-        found = text.find(chunk, prev_start + 1 if prev else 0)
-        return found if found >= 0 else prev_start
+        Ordinary text is exactly the splitter's chunks. After a chunk that had to be split
+        again, the next chunk's overlap into it is dropped (its parts cover that text), so
+        chunks never start before the one before them."""
+        located: list[tuple[int, str]] = []
+        covered = 0  # end of the last chunk that was split again
+        for start, piece in self._splitter.split_with_offsets(text):
+            if start < covered:
+                rest = text[covered : start + len(piece)]
+                if not rest.strip():
+                    continue
+                start, piece = start + len(piece) - len(rest.lstrip()), rest.strip()
+            if len(piece.encode("utf-8")) <= self.max_text_bytes:
+                located.append((start, piece))
+                continue
+            parts = self._byte_splitter.split_with_offsets(piece)
+            located.extend((start + at, part) for at, part in parts)
+            covered = start + len(piece)
+        return located
+
+
+class _OffsetSplitter(RecursiveCharacterTextSplitter):
+    """langchain's RecursiveCharacterTextSplitter that also says where each chunk starts.
+
+    `_split_at` and `_merge_at` are the library's `_split_text` and `_merge_splits`
+    (langchain-text-splitters 1.x) step for step, on (offset, text) pairs. With the separator
+    kept at the start of each piece (the default), the library's pieces are contiguous slices
+    of the text, so a chunk starts at its first piece's offset plus the whitespace that
+    `strip` removes. tests/test_properties.py checks that the texts equal the library's own
+    `split_text` on arbitrary input, so a library change that would alter them is caught.
+    """
+
+    def split_with_offsets(self, text: str) -> list[tuple[int, str]]:
+        if self._keep_separator not in (True, "start"):
+            raise ValueError("offsets need the separator kept at the start of each piece")
+        return self._split_at(0, text, self._separators)
+
+    def _split_at(self, base: int, text: str, separators: list[str]) -> list[tuple[int, str]]:
+        final: list[tuple[int, str]] = []
+        separator, new_separators = separators[-1], []
+        for i, candidate in enumerate(separators):
+            pattern = candidate if self._is_separator_regex else re.escape(candidate)
+            if not candidate:
+                separator = candidate
+                break
+            if re.search(pattern, text):
+                separator, new_separators = candidate, separators[i + 1 :]
+                break
+        pattern = separator if self._is_separator_regex else re.escape(separator)
+        splits, pos = [], base
+        for piece in _split_text_with_regex(text, pattern, keep_separator=self._keep_separator):
+            splits.append((pos, piece))
+            pos += len(piece)
+        good: list[tuple[int, str]] = []
+        for at, piece in splits:
+            if self._length_function(piece) < self._chunk_size:
+                good.append((at, piece))
+                continue
+            if good:
+                final.extend(self._merge_at(good))
+                good = []
+            if not new_separators:
+                final.append((at, piece))
+            else:
+                final.extend(self._split_at(at, piece, new_separators))
+        if good:
+            final.extend(self._merge_at(good))
+        return final
+
+    def _merge_at(self, splits: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        sep_len = self._length_function("")  # kept separators: pieces are joined with ""
+        docs: list[tuple[int, str]] = []
+        current: list[tuple[int, str]] = []
+        total = 0
+        for at, piece in splits:
+            len_ = self._length_function(piece)
+            if total + len_ + (sep_len if current else 0) > self._chunk_size:
+                if current:
+                    doc = self._join_at(current)
+                    if doc is not None:
+                        docs.append(doc)
+                    while total > self._chunk_overlap or (
+                        total + len_ + (sep_len if current else 0) > self._chunk_size
+                        and total > 0
+                    ):
+                        total -= self._length_function(current[0][1]) + (
+                            sep_len if len(current) > 1 else 0
+                        )
+                        current = current[1:]
+            current.append((at, piece))
+            total += len_ + (sep_len if len(current) > 1 else 0)
+        doc = self._join_at(current)
+        if doc is not None:
+            docs.append(doc)
+        return docs
+
+    def _join_at(self, pieces: list[tuple[int, str]]) -> tuple[int, str] | None:
+        if not pieces:
+            return None
+        start, text = pieces[0][0], "".join(piece for _, piece in pieces)
+        if self._strip_whitespace:
+            kept = text.lstrip()
+            start += len(text) - len(kept)
+            text = kept.rstrip()
+        return (start, text) if text else None
 
 
 def _seconds(doc: Document, offsets: list[int], start: int, end: int) -> tuple[float, float]:

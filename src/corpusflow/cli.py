@@ -54,6 +54,8 @@ def _context(params_file: str | None) -> Iterator[Any]:
         yield ctx
     except (ConfigError, PipelineError, StoreError, EmbeddingError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # e.g. a snapshot that cannot be written (disk full)
+        _fail(str(exc))
     except Exception as exc:  # Milvus errors surface as library exceptions: keep them one line
         if type(exc).__module__.startswith("pymilvus"):
             _fail(f"Milvus: {str(exc).strip().splitlines()[0]}")

@@ -1,20 +1,26 @@
 """Canonical JSON snapshots of the collection: same state, same bytes.
 
 Records are sorted by id with sorted keys, one record per line, UTF-8; no wall-clock time
-inside the data file (it goes into the manifest beside it). Written to a temporary file
-and renamed, so a failed write never damages the previous snapshot.
+inside the data file (it goes into the manifest beside it).
+
+Both files are first written in full (and fsynced) to temporary names beside their targets,
+then renamed into place, snapshot first. A failed write (disk full, file-size limit, no
+permission) therefore leaves the previous snapshot and manifest byte for byte as they were,
+removes its temporary files, and raises `SnapshotError` (an OSError) with one line to show.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from corpusflow.ids import canonical_json
 
@@ -35,6 +41,10 @@ def manifest_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".manifest.json")
 
 
+class SnapshotError(OSError):
+    """Writing a snapshot failed; the previous snapshot and manifest are unchanged."""
+
+
 def write_snapshot(
     path: str | Path,
     header: dict[str, Any],
@@ -44,12 +54,13 @@ def write_snapshot(
 ) -> SnapshotResult:
     """Write `{header..., queries, records}` canonically, then its manifest."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    mpath = manifest_path(path)
     ordered = sorted(records, key=lambda r: r["id"])
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    temps: list[Path] = []
     try:
-        with os.fdopen(fd, "wb") as out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _temp_beside(path, temps) as out:
 
             def emit(text: str) -> None:
                 data = text.encode("utf-8")
@@ -61,15 +72,17 @@ def write_snapshot(
             for i, record in enumerate(ordered):
                 emit(("," if i else "") + canonical_json(record) + "\n")
             emit("]}\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    sha = digest.hexdigest()
-    mpath = manifest_path(path)
-    _write_json_atomic(mpath, dict(manifest, snapshot=path.name, sha256=sha, count=len(ordered)))
+        sha = digest.hexdigest()
+        meta = dict(manifest, snapshot=path.name, sha256=sha, count=len(ordered))
+        with _temp_beside(mpath, temps) as out:
+            out.write(_manifest_bytes(meta))
+        os.replace(temps[0], path)  # nothing is replaced until both files are complete
+        os.replace(temps[1], mpath)
+    except OSError as exc:
+        raise SnapshotError(_failure(path, exc)) from exc
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
     return SnapshotResult(path=str(path), records=len(ordered), sha256=sha, manifest=str(mpath))
 
 
@@ -81,9 +94,32 @@ def read_snapshot(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(value, out, sort_keys=True, indent=2, ensure_ascii=False)
-        out.write("\n")
-    os.replace(tmp, path)
+@contextmanager
+def _temp_beside(target: Path, temps: list[Path]) -> Iterator[BinaryIO]:
+    """A binary file under a temporary name next to `target` (same file system, so the
+    rename is atomic), flushed and fsynced when the block ends; recorded in `temps`."""
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    temps.append(Path(tmp))
+    with os.fdopen(fd, "wb") as out:
+        yield out
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _manifest_bytes(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _failure(path: Path, exc: OSError) -> str:
+    why = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno or 0)
+    hint = {
+        errno.ENOSPC: "; free some disk space",
+        errno.EFBIG: "; the file-size limit (ulimit -f) or file system is too small",
+        errno.EDQUOT: "; the disk quota is used up",
+        errno.EACCES: "; check the directory's permissions",
+    }.get(exc.errno or 0, "")
+    return (
+        f"cannot write snapshot {path}: {why}{f' ({code})' if code else ''}{hint}; "
+        "the previous snapshot is unchanged"
+    )

@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,18 +95,24 @@ class MilvusStore:
         from pymilvus.exceptions import MilvusException
 
         # query_iterator warns about client-side timestamps on every call against Milvus Lite
-        logging.getLogger("pymilvus").setLevel(logging.ERROR)
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
         self.uri, self.alias, self.index = uri, alias, index
         if is_local_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.client = MilvusClient(uri=uri, token=token or "")
-        except MilvusException as exc:  # a server refuses a wrong token as "Fail connecting"
-            hint = "" if is_local_uri(uri) else " (is it up, and is MILVUS_TOKEN right?)"
-            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}{hint}") from None
+            with _lite_open_failures() as failures:
+                self.client = MilvusClient(uri=uri, token=token or "")
         except Exception as exc:  # lock held by another process, server down, bad URI
-            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}") from None
+            if any(type(f).__name__ == "DataDirLockedError" for f in failures):
+                raise StoreError(
+                    f"cannot open Milvus Lite at {uri}: another process holds its lock "
+                    "(a running ingest or flow?); wait for it to finish"
+                ) from None
+            hint = ""  # a server refuses a wrong token as "Fail connecting"
+            if isinstance(exc, MilvusException) and not is_local_uri(uri):
+                hint = " (is it up, and is MILVUS_TOKEN right?)"
+            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}{hint}") from None
         self._loaded: set[str] = set()
         self._closed = False
         if is_local_uri(uri):
@@ -360,6 +367,28 @@ def _none_for_nan(row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, float) and math.isnan(value):
             row[f] = None
     return row
+
+
+@contextmanager
+def _lite_open_failures() -> Iterator[list[BaseException]]:
+    """milvus-lite logs a traceback when it cannot open a database (to stderr, through
+    logging's last resort); keep the exceptions instead, to report them in one line."""
+    logger = logging.getLogger("milvus_lite.server_manager")
+    found: list[BaseException] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and record.exc_info[1] is not None:
+                found.append(record.exc_info[1])
+
+    handler, propagate = _Keep(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,6 +17,12 @@ Decisions:
   "re-save the file as UTF-8".
 - Line ends inside a field are normalised to "\\n" so the content hash does not depend on
   the platform that wrote the file.
+- A text that is only a missing-value marker (NaN, null, None, N/A, #N/A, NaT, <NA>: what
+  `df.astype(str).to_csv()` and spreadsheets write for an empty cell) is rejected like an
+  empty one; metadata fields are kept as written.
+- Paths follow the transcripts rule (see `corpusflow.sources.transcripts`): a named CSV is
+  read where it points; inside a directory, a *.csv or a directory that is a symlink leading
+  outside it is rejected, and symlinked directories are never descended into.
 """
 
 from __future__ import annotations
@@ -33,11 +39,12 @@ import pyarrow.csv as pacsv
 
 from corpusflow.ids import sha256_text
 from corpusflow.models import Document, Reject, Skipped
-from corpusflow.sources.transcripts import Seen, condense, walk
+from corpusflow.sources.transcripts import Seen, condense, escapes, linked_directory, walk
 
 SOURCE_TYPE = "article"
 MAX_BLOCK_SIZE = 1 << 30  # a single row larger than this is refused
 _HEAD_BYTES = 1 << 16
+MISSING_MARKERS = frozenset({"nan", "null", "none", "n/a", "#n/a", "nat", "<na>"})
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "id": ("id", "article_id"),
@@ -80,13 +87,19 @@ def iter_articles(
     for given in paths:
         root = Path(given)
         if root.is_dir():
-            files = walk(root, lambda p: p.suffix.lower() == ".csv")
+            files, boundary = walk(root, lambda p: p.suffix.lower() == ".csv"), root
         elif root.exists() or root.is_symlink():
-            files = [root]
+            files, boundary = [root], None
         else:
             yield Reject(str(given), SOURCE_TYPE, "no such file or directory")
             continue
         for path in files:
+            if boundary is not None and path.is_symlink() and path.is_dir():
+                yield linked_directory(path, boundary, SOURCE_TYPE)
+                continue
+            if outside := escapes(path, boundary):
+                yield Reject(str(path), SOURCE_TYPE, outside)
+                continue
             try:
                 yield from _read_csv(path, columns, max(int(block_size), 1 << 8), seen)
             except _FileReject as bad:
@@ -287,9 +300,11 @@ def _article(
     else:
         key = label = ""
     source_id = f"csv:{path.stem}:{key}" if key else ""
-    if not text:
+    if not text or text.lower() in MISSING_MARKERS:
         # the source id (when known) lets a full cleanup keep the article's stored version
         reason = f"row {row}: empty text"
+        if text:
+            reason = f"row {row}: text is {text!r}, a missing-value marker, not an article"
         return Reject(str(path), SOURCE_TYPE, reason, locator=locator, source_id=source_id)
     doc = Document(
         source_id=source_id,

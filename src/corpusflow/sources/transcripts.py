@@ -12,6 +12,19 @@ Decisions:
 - A NUL byte in a decoded transcript means a binary file or UTF-16 without a BOM: rejected.
 - Consecutive cues that repeat the previous cue's lines (YouTube's rolling auto-captions and
   their 10 ms transition cues) keep only the new lines, so every spoken line reads once.
+- Overlapping cues are kept (sorted by start); a cue that ends before it starts is rejected.
+
+Paths: what may be read (the same rule for CSV directories in `articles`):
+- A path the user names (on the command line or in params.yaml) is read where it points,
+  `..` components and symlinks included: naming it is the user's decision. Its `file:` id is
+  the normalised path (relative to the working directory when inside it).
+- A directory is the boundary for everything found by walking it. A file, directory or
+  metadata sidecar inside it that is a symlink resolving outside it is never read: it is
+  rejected with "symlink leads outside DIR (to TARGET) ...", so a link planted in a data
+  directory cannot pull in (and index) files from elsewhere on the machine.
+- Symlinked directories are not descended into. One whose target is inside the directory is
+  skipped (its files are read at their real path); one pointing outside is rejected, as above.
+- Hidden names (starting with ".") are ignored, files and directories alike.
 """
 
 from __future__ import annotations
@@ -87,15 +100,47 @@ def is_hidden(path: Path) -> bool:
 
 
 def walk(root: Path, keep) -> list[Path]:
-    """Files under `root` (recursive, hidden names skipped) that `keep` accepts, sorted."""
+    """Files under `root` (recursive, hidden names skipped) that `keep` accepts, plus every
+    symlinked directory (never descended into: see `linked_directory`), sorted."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(Path(dirpath, d) for d in dirnames if Path(dirpath, d).is_symlink())
         for name in filenames:
             path = Path(dirpath, name)
             if not is_hidden(path) and keep(path):
                 found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def escapes(path: Path, root: Path | None) -> str | None:
+    """Why `path`, found by walking `root`, must not be read (it resolves outside `root`),
+    or None. Explicitly named paths (`root` None) are read wherever they point."""
+    if root is None:
+        return None
+    try:
+        base = root.resolve()
+        target = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        return condense(f"cannot resolve the path ({exc}); a symlink loop?")
+    if target == base or base in target.parents:
+        return None
+    return (
+        f"symlink leads outside {root} (to {target}); only files inside a directory given "
+        "as a source are read from it: copy the file in, or name it explicitly"
+    )
+
+
+def linked_directory(path: Path, root: Path, source_type: str) -> Reject | Skipped:
+    """A symlinked directory met while walking `root`: never followed, always accounted."""
+    outside = escapes(path, root)
+    if outside:
+        return Reject(str(path), source_type, outside)
+    return Skipped(
+        str(path),
+        source_type,
+        f"symlinked directory, not followed: its target inside {root} is read at its own path",
+    )
 
 
 class Seen:
@@ -138,7 +183,7 @@ def iter_transcripts(paths: Iterable[str | Path]) -> Iterator[Document | Reject 
     for given in paths:
         root = Path(given)
         if root.is_dir():
-            files = walk(root, lambda p: not _is_sidecar(p))
+            files, boundary = walk(root, lambda p: not _is_sidecar(p)), root
         elif root.exists() or root.is_symlink():
             if _is_sidecar(root):
                 yield Skipped(
@@ -147,27 +192,30 @@ def iter_transcripts(paths: Iterable[str | Path]) -> Iterator[Document | Reject 
                     "metadata sidecar, not a transcript (it is read with the transcript beside it)",
                 )
                 continue
-            files = [root]
+            files, boundary = [root], None
         else:
             yield Reject(str(given), SOURCE_TYPE, "no such file or directory")
             continue
         for path in files:
-            yield _one(path, seen)
+            if boundary is not None and path.is_symlink() and path.is_dir():
+                yield linked_directory(path, boundary, SOURCE_TYPE)
+            else:
+                yield _one(path, seen, boundary)
 
 
 def _is_sidecar(path: Path) -> bool:
     return path.name.lower().endswith(SIDECAR_SUFFIXES)
 
 
-def _one(path: Path, seen: Seen) -> Document | Reject | Skipped:
+def _one(path: Path, seen: Seen, boundary: Path | None = None) -> Document | Reject | Skipped:
     origin = str(path)
     try:
-        doc = _read_transcript(path)
+        doc = _read_transcript(path, boundary)
     except BadInput as bad:
-        return Reject(origin, SOURCE_TYPE, str(bad), source_id=_source_id_of(path))
+        return Reject(origin, SOURCE_TYPE, str(bad), source_id=_source_id_of(path, boundary))
     except Exception as exc:  # never raise for bad input, whatever a library does with it
         reason = condense(f"unexpected error: {type(exc).__name__}: {exc}")
-        return Reject(origin, SOURCE_TYPE, reason, source_id=_source_id_of(path))
+        return Reject(origin, SOURCE_TYPE, reason, source_id=_source_id_of(path, boundary))
     dup = seen.check(doc, origin)
     if dup is None:
         return doc
@@ -183,16 +231,19 @@ def _one(path: Path, seen: Seen) -> Document | Reject | Skipped:
     )
 
 
-def _source_id_of(path: Path) -> str:
+def _source_id_of(path: Path, boundary: Path | None = None) -> str:
     """The source id a rejected file would have had, so a full cleanup keeps its old version."""
     try:
-        return _metadata(path)["source_id"]
+        return _metadata(path, boundary)["source_id"]
     except Exception:  # a broken sidecar: fall back to what the name says
         named = _YTDLP_NAME.match(_LANG_SUFFIX.sub("", path.stem) or path.stem)
         return f"youtube:{named['id']}" if named else f"file:{path_key(path)}"
 
 
-def _read_transcript(path: Path) -> Document:
+def _read_transcript(path: Path, boundary: Path | None = None) -> Document:
+    outside = escapes(path, boundary)
+    if outside:
+        raise BadInput(outside)
     suffix = path.suffix.lower()
     if suffix not in EXTENSIONS:
         shown = suffix or "(no extension)"
@@ -206,7 +257,7 @@ def _read_transcript(path: Path) -> Document:
     text = decode(data)
     if not text.strip():
         raise BadInput("empty transcript")
-    meta = _metadata(path)
+    meta = _metadata(path, boundary)
     if suffix == ".vtt":
         segments = _parse_vtt(text)
     elif suffix == ".srt":
@@ -261,7 +312,7 @@ def decode(data: bytes) -> str:
 # ----------------------------------------------------------------------------------------
 # metadata: sidecars and yt-dlp names
 # ----------------------------------------------------------------------------------------
-def _metadata(path: Path) -> dict[str, Any]:
+def _metadata(path: Path, boundary: Path | None = None) -> dict[str, Any]:
     """Document fields other than text: from a sidecar, the yt-dlp file name, or the stem."""
     stem = path.name[: -len(path.suffix)] if path.suffix else path.name
     base = _LANG_SUFFIX.sub("", stem) or stem
@@ -272,6 +323,9 @@ def _metadata(path: Path) -> dict[str, Any]:
 
     sidecar = _find_sidecar(path.parent, base, stem)
     if sidecar is not None:
+        outside = escapes(sidecar, boundary)
+        if outside:
+            raise BadInput(f"metadata sidecar {sidecar.name}: {outside}")
         info = _load_sidecar(sidecar)
         if sidecar.name.endswith(".info.json"):  # yt-dlp
             sid = _str(info.get("id"))
@@ -434,7 +488,11 @@ def _parse_json(text: str) -> list[Segment] | str:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInput(f"invalid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})") from None
+        at_end = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        cut = "; the file ends too early (truncated?)" if at_end else ""
+        raise BadInput(
+            f"invalid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}){cut}"
+        ) from None
     if isinstance(data, list) and all(
         isinstance(item, dict) and {"text", "start", "duration"} <= item.keys() for item in data
     ):

@@ -395,8 +395,11 @@ class Ingestion:
             rejects_file=params.ingest.rejects,
         )
         self.exists = ctx.store.has(self.target)
+        # A collection this run created holds nothing but this run's own writes (sources are
+        # unique within a run), so its stored state need not be queried per batch.
+        self.created = False
         if not dry_run:
-            ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
+            self.created = ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
             self.exists = True
         self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
@@ -410,7 +413,7 @@ class Ingestion:
         r, spec = self.result, self.spec
         state = (
             self.ctx.store.state_of(self.target, [d.source_id for d in batch])
-            if self.exists
+            if self.exists and not self.created
             else {}
         )
         plan = BatchPlan()

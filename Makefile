@@ -32,7 +32,7 @@ run: install
 	$(BIN)/corpusflow search "how do I keep a wild yeast starter alive" -k 3
 
 lint: install
-	$(BIN)/ruff check src tests flows
+	$(BIN)/ruff check src tests flows benchmarks
 
 test: install lint
 	$(BIN)/python -m pytest -q

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from corpusflow.config import ConfigError, load_params
-from corpusflow.embedding.base import EmbeddingError
+from corpusflow.cli_support import JsonOpt, ParamsOpt, command_context, fail
 from corpusflow.models import Reject
 
 app = typer.Typer(
@@ -23,46 +22,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ParamsOpt = Annotated[
-    str | None, typer.Option("--params", help="params file (default: ./params.yaml if present)")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
-
 
 def _err(line: str) -> None:
     typer.echo(line, err=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    _err(f"error: {message}")
-    raise typer.Exit(code)
-
-
 def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
-
-
-@contextmanager
-def _context(params_file: str | None) -> Iterator[Any]:
-    """Load params, build the pipeline context, and turn user errors into one line."""
-    from corpusflow.pipeline import Context, PipelineError
-    from corpusflow.store import StoreError
-
-    ctx = None
-    try:
-        ctx = Context(load_params(params_file))
-        yield ctx
-    except (ConfigError, PipelineError, StoreError, EmbeddingError) as exc:
-        _fail(str(exc))
-    except OSError as exc:  # e.g. a snapshot that cannot be written (disk full)
-        _fail(str(exc))
-    except Exception as exc:  # Milvus errors surface as library exceptions: keep them one line
-        if type(exc).__module__.startswith("pymilvus"):
-            _fail(f"Milvus: {str(exc).strip().splitlines()[0]}")
-        raise
-    finally:
-        if ctx is not None:
-            ctx.close()
 
 
 @contextmanager
@@ -116,13 +82,13 @@ def ingest(
     from corpusflow import pipeline
 
     if cleanup not in (None, "incremental", "full"):
-        _fail(f"--cleanup must be incremental or full, not {cleanup!r}")
-    with _context(params) as ctx:
+        fail(f"--cleanup must be incremental or full, not {cleanup!r}")
+    with command_context(params) as ctx:
         src = ctx.params.sources
         if not (transcripts or articles or youtube):
             transcripts, articles, youtube = src.transcripts, src.articles, src.youtube
         if not (transcripts or articles or youtube):
-            _fail(
+            fail(
                 "nothing to ingest: give --transcripts, --articles or --youtube "
                 "(or sources in params.yaml)"
             )
@@ -198,7 +164,7 @@ def snapshot(
     if tctx.invoked_subcommand is not None:
         return
 
-    with _context(params) as ctx:
+    with command_context(params) as ctx:
         res = pipeline.snapshot(ctx, out)
         versions = pipeline.version(ctx, res) if version else {}
     if as_json:
@@ -233,7 +199,7 @@ def search(
     """Semantic search; transcript hits link to the moment in the video."""
     from corpusflow import pipeline
 
-    with _context(params) as ctx:
+    with command_context(params) as ctx:
         hits = pipeline.search(ctx, query, k, filter)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False))
@@ -263,7 +229,7 @@ def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
     """Counts in the collection, by source type."""
     from corpusflow import pipeline
 
-    with _context(params) as ctx:
+    with command_context(params) as ctx:
         info = pipeline.stats(ctx)
     if as_json:
         typer.echo(json.dumps(info, sort_keys=True))

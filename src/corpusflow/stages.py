@@ -16,12 +16,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from corpusflow.cli_support import ParamsOpt, command_context, fail
 
 if TYPE_CHECKING:
     from corpusflow.config import Params
@@ -47,10 +48,6 @@ versions_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-ParamsOpt = Annotated[
-    str | None, typer.Option("--params", help="params file (default: ./params.yaml if present)")
-]
 
 
 # ----------------------------------------------------------------------------------------
@@ -345,38 +342,6 @@ def snapshot_stage(ctx: Context, out: str | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------
 # the commands
 # ----------------------------------------------------------------------------------------
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _stage(params_file: str | None, with_context: bool = True) -> Iterator[Any]:
-    """Params (and a pipeline Context), with user errors as one line and the store closed."""
-    from corpusflow.config import ConfigError, load_params
-    from corpusflow.embedding.base import EmbeddingError
-    from corpusflow.pipeline import Context, PipelineError
-    from corpusflow.store import StoreError
-
-    ctx = None
-    try:
-        params = load_params(params_file)
-        if not with_context:
-            yield params
-            return
-        ctx = Context(params)
-        yield ctx
-    except (ConfigError, PipelineError, StoreError, EmbeddingError) as exc:
-        _fail(str(exc))
-    except Exception as exc:  # Milvus errors surface as library exceptions: keep them one line
-        if type(exc).__module__.startswith("pymilvus"):
-            _fail(f"Milvus: {str(exc).strip().splitlines()[0]}")
-        raise
-    finally:
-        if ctx is not None:
-            ctx.close()
-
-
 def _metrics(stage: str, values: dict[str, Any], started: float) -> None:
     seconds = round(time.monotonic() - started, 3)
     write_json(METRICS / f"{stage}.json", {**values, "seconds": seconds})
@@ -386,7 +351,7 @@ def _metrics(stage: str, values: dict[str, Any], started: float) -> None:
 def extract_cmd(params: ParamsOpt = None) -> None:
     """Sources in params.yaml -> data/work/documents.jsonl and rejects.json."""
     started = time.monotonic()
-    with _stage(params, with_context=False) as p:
+    with command_context(params, with_context=False) as p:
         m = extract_stage(p)
     _metrics("extract", m, started)
     typer.echo(
@@ -399,7 +364,7 @@ def extract_cmd(params: ParamsOpt = None) -> None:
 def chunk_cmd(params: ParamsOpt = None) -> None:
     """data/work/documents.jsonl -> data/work/chunks.jsonl."""
     started = time.monotonic()
-    with _stage(params) as ctx:
+    with command_context(params) as ctx:
         m = chunk_stage(ctx)
     _metrics("chunk", m, started)
     typer.echo(f"chunk: {m['documents']} documents -> {m['chunks']} chunks -> {CHUNKS}")
@@ -409,7 +374,7 @@ def chunk_cmd(params: ParamsOpt = None) -> None:
 def embed_cmd(params: ParamsOpt = None) -> None:
     """Chunk texts into the embedding cache; data/work/embeddings.json records which."""
     started = time.monotonic()
-    with _stage(params) as ctx:
+    with command_context(params) as ctx:
         m = embed_stage(ctx)
     _metrics("embed", m, started)
     typer.echo(f"embed: {m['texts']} texts, embedded {m['embedded']}, cache hits {m['cache_hits']}")
@@ -428,9 +393,9 @@ def load_cmd(
     is missing): a sync that found nothing to do leaves every tracked file as it was.
     """
     if cleanup not in ("full", "incremental"):
-        _fail(f"--cleanup must be full or incremental, not {cleanup!r}")
+        fail(f"--cleanup must be full or incremental, not {cleanup!r}")
     started = time.monotonic()
-    with _stage(params) as ctx:
+    with command_context(params) as ctx:
         info, r = load_stage(ctx, cleanup=cleanup)
     changed = bool(r.upserted or r.deleted or r.alias_moved)
     metrics_file = METRICS / "load.json"
@@ -470,7 +435,7 @@ def snapshot_cmd(
 ) -> None:
     """The collection and the named queries -> the snapshot (canonical JSON)."""
     started = time.monotonic()
-    with _stage(params) as ctx:
+    with command_context(params) as ctx:
         m = snapshot_stage(ctx, out)
     path, sha = m.pop("path"), m.pop("sha256")
     _metrics("snapshot", m, started)
@@ -491,12 +456,12 @@ def show_cmd(
     from corpusflow.versioning.dvc import DEFAULT_SNAPSHOT, read_snapshot_bytes
 
     if path is None:
-        with _stage(None, with_context=False) as p:
+        with command_context(None, with_context=False) as p:
             path = p.snapshot.out if not repo else DEFAULT_SNAPSHOT
     try:
         data = read_snapshot_bytes(rev, path, repo, remote)
     except (DvcException, FileNotFoundError) as exc:
-        _fail(f"cannot read {path} at {rev}: {str(exc).strip().splitlines()[0]}")
+        fail(f"cannot read {path} at {rev}: {str(exc).strip().splitlines()[0]}")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(data)
@@ -515,8 +480,8 @@ def info_cmd(
     from corpusflow.versioning.dvc import snapshot_version_info
 
     if path is None:
-        with _stage(None, with_context=False) as p:
+        with command_context(None, with_context=False) as p:
             path = p.snapshot.out
     if not Path(path).is_file():
-        _fail(f"no snapshot at {path}")
+        fail(f"no snapshot at {path}")
     typer.echo(json.dumps(snapshot_version_info(path, remote), sort_keys=True))

@@ -7,12 +7,11 @@ by the commands that talk to Comet, so `corpusflow lineage` stays fast and offli
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
+from corpusflow.cli_support import JsonOpt, ParamsOpt, errors_as_lines, fail
 from corpusflow.config import ConfigError, Params, load_params
 from corpusflow.versioning.comet import apply_env_defaults
 
@@ -27,37 +26,12 @@ comet_app = typer.Typer(
     add_completion=False,
 )
 
-ParamsOpt = Annotated[
-    str | None, typer.Option("--params", help="params file (default: ./params.yaml if present)")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """User errors as one line on stderr, exit code 2."""
-    from corpusflow.embedding.base import EmbeddingError
-    from corpusflow.pipeline import PipelineError
-    from corpusflow.store import StoreError
-    from corpusflow.versioning.comet import CometError
-    from corpusflow.versioning.lineage import LineageError
-
-    try:
-        yield
-    except (ConfigError, PipelineError, StoreError, EmbeddingError, LineageError, CometError) as e:
-        _fail(str(e))
-
 
 def _params(path: str | None) -> Params:
     try:
         return load_params(path)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise  # unreachable: _fail exits
 
 
@@ -76,7 +50,7 @@ def sync_command(
     COMET_API_KEY)."""
     from corpusflow.versioning.comet import sync
 
-    with _errors():
+    with errors_as_lines():
         report = sync(_params(params), force_upload=force_upload)
     if as_json:
         typer.echo(json.dumps(report, sort_keys=True))
@@ -135,13 +109,13 @@ def record_command(
     p = _params(params)
     dvc = {"md5": dvc_md5, "remote": dvc_remote} if (dvc_md5 or dvc_remote) else None
     runs = {"ingest": ingest_run_id} if ingest_run_id else None
-    with _errors():
+    with errors_as_lines():
         try:
             out = record_snapshot_version(
                 p, snapshot or p.snapshot.out, dvc=dvc, run_ids=runs, new_version=new_version
             )
         except FileNotFoundError as exc:
-            _fail(f"snapshot not found: {exc.filename}")
+            fail(f"snapshot not found: {exc.filename}")
             return
     if as_json:
         typer.echo(json.dumps(out, sort_keys=True))
@@ -168,7 +142,7 @@ def lineage_command(
 
     settings = CometSettings.from_params(_params(params))
     ledger = settings.ledger
-    with _errors():
+    with errors_as_lines():
         views = [ledger.resolve(ref)] if ref else ledger.graph()
     if as_json:
         doc: dict[str, Any] = {"ledger": str(ledger.path)}
@@ -261,7 +235,7 @@ def evaluate_command(
     p = _params(params)
     ctx = Context(p)
     try:
-        with _errors():
+        with errors_as_lines():
             result = evaluate(ctx, snapshot, k=k)
     finally:
         ctx.close()

@@ -13,13 +13,10 @@ touches `Context` is *called* (runs inline in the flow thread), never `.submit()
 from __future__ import annotations
 
 import contextvars
-import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -34,7 +31,7 @@ from corpusflow.embedding.base import EmbeddingError
 from corpusflow.ids import hash_value
 from corpusflow.models import Document, Reject, SourceItem
 from corpusflow.pipeline import BatchPlan, Context, Ingestion, PipelineError
-from corpusflow.store import StoreError, is_local_uri
+from corpusflow.store import MilvusLockedError, StoreError, is_local_uri
 
 # IngestResult fields a batch adds to; the rest describe the run, not a batch.
 BATCH_COUNTERS = (
@@ -140,55 +137,6 @@ def fetch_youtube(params: Params, youtube: Sequence[str]) -> list[SourceItem]:
 # ----------------------------------------------------------------------------------------
 # opening Milvus: wait (bounded) for a Milvus Lite lock held by another process
 # ----------------------------------------------------------------------------------------
-def lock_holder(uri: str) -> str | None:
-    """Who holds the Milvus Lite lock on `uri` ("pid 123: corpusflow ingest"), if anyone else.
-
-    Reads /proc/locks (Linux); None when the lock is free, unknown, or held by this process.
-    """
-    lock = Path(uri) / "LOCK"
-    try:
-        inode = lock.stat().st_ino
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 12345 00:2b:1234567 0 EOF"
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].split(":")[-1] == str(inode):
-            pid = int(parts[4])
-            if pid == os.getpid():
-                return None
-            try:
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                raw = ""
-            cmd = " ".join(raw.replace("\0", " ").split())
-            return f"pid {pid}" + (f": {cmd[:80]}{'…' if len(cmd) > 80 else ''}" if cmd else "")
-    return None
-
-
-@contextmanager
-def _milvus_lite_errors() -> Iterator[list[str]]:
-    """Collect (one line each) instead of printing the tracebacks milvus-lite logs when it
-    cannot open a database: a lock is expected here and reported in one clear line."""
-    logger = logging.getLogger("milvus_lite.server_manager")
-    found: list[str] = []
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            exc = record.exc_info[1] if record.exc_info else None
-            found.append(f"{type(exc).__name__}: {exc}" if exc else record.getMessage())
-
-    handler, propagate = _Keep(), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield found
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
 class MilvusLocked(StoreError):
     """The Milvus Lite database is open in another process (a CLI run, another flow run)."""
 
@@ -225,28 +173,14 @@ def open_ingestion(
 ) -> Ingestion:
     """Open the store and the target collection (the step the Milvus Lite lock blocks)."""
     uri = ctx.env.milvus_uri or ctx.params.milvus.uri
-    for attempt in (1, 2):
-        with _milvus_lite_errors() as lite_errors:
-            try:
-                return Ingestion(
-                    ctx, cleanup=cleanup, dry_run=dry_run, on_reject=on_reject, run_id=run_id
-                )
-            except StoreError as exc:
-                error = exc
-        if not is_local_uri(uri):
-            raise error  # a server that is down or restarting: transient, retried with backoff
-        holder = lock_holder(uri)
-        if holder:
-            raise MilvusLocked(
-                f"Milvus Lite database {uri} is in use by another process ({holder}); "
-                "waiting for it. To share it, run a Milvus Lite server (docs/prefect.md)"
-            )
-        cause = f" ({lite_errors[-1]})" if lite_errors else ""
-        if attempt == 2 and Path("/proc/locks").exists():
-            raise MilvusOpenFailed(f"{error}{cause}")  # no lock: retrying will not help
-        if attempt == 2:
-            raise StoreError(f"{error}{cause}")  # cannot tell a lock from another failure
-    raise AssertionError("unreachable")
+    try:
+        return Ingestion(ctx, cleanup=cleanup, dry_run=dry_run, on_reject=on_reject, run_id=run_id)
+    except MilvusLockedError as exc:
+        raise MilvusLocked(f"{exc}; waiting for it") from None  # retried with backoff
+    except StoreError as exc:
+        if is_local_uri(uri):
+            raise MilvusOpenFailed(str(exc)) from None  # no lock: retrying will not help
+        raise  # a server that is down or restarting: transient, retried with backoff
 
 
 @task(name="screen", cache_policy=NO_CACHE, persist_result=False)

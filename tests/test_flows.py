@@ -218,9 +218,9 @@ sys.stdin.readline()
 def test_flow_waits_for_a_milvus_lite_lock(
     flowkit, prefect_client, tmp_path, monkeypatch, make_ctx
 ):
-    from flows import tasks
     from flows.ingest import ingest
 
+    from corpusflow import store
     from corpusflow.pipeline import PipelineError
 
     monkeypatch.chdir(tmp_path)
@@ -244,7 +244,7 @@ def test_flow_waits_for_a_milvus_lite_lock(
         # waits: the open step retries until the holder lets go, then the run completes.
         # The flow runs in this thread; a helper releases the lock once the flow has seen it.
         detected = threading.Event()
-        real_lock_holder = tasks.lock_holder
+        real_lock_holder = store.lock_holder
 
         def spy(path):
             who = real_lock_holder(path)
@@ -257,7 +257,7 @@ def test_flow_waits_for_a_milvus_lite_lock(
                 holder.stdin.write("\n")
                 holder.stdin.flush()
 
-        monkeypatch.setattr(tasks, "lock_holder", spy)
+        monkeypatch.setattr(store, "lock_holder", spy)
         releaser = threading.Thread(target=release_when_detected, daemon=True)
         releaser.start()
         state = flow(params_file=str(pfile), milvus_wait_seconds=60, return_state=True)

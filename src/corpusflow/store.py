@@ -57,6 +57,10 @@ class StoreError(Exception):
     """Milvus cannot be reached or used: reported to the user as one line."""
 
 
+class MilvusLockedError(StoreError):
+    """The Milvus Lite database is open in another process: waiting may help."""
+
+
 def literal(value: str) -> str:
     """A Milvus expression string literal that matches `value` exactly and nothing else."""
     escaped = (
@@ -105,9 +109,12 @@ class MilvusStore:
                 self.client = MilvusClient(uri=uri, token=token or "")
         except Exception as exc:  # lock held by another process, server down, bad URI
             if any(type(f).__name__ == "DataDirLockedError" for f in failures):
-                raise StoreError(
-                    f"cannot open Milvus Lite at {uri}: another process holds its lock "
-                    "(a running ingest or flow?); wait for it to finish"
+                holder = lock_holder(uri) or "a running ingest or flow?"
+                raise MilvusLockedError(
+                    f"Milvus Lite database {uri} is in use by another process ({holder}) that "
+                    "holds its lock; "
+                    "wait for it to finish, or share it through `milvus-lite server` "
+                    "(README: Scaling up)"
                 ) from None
             hint = ""  # a server refuses a wrong token as "Fail connecting"
             if isinstance(exc, MilvusException) and not is_local_uri(uri):
@@ -367,6 +374,33 @@ def _none_for_nan(row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, float) and math.isnan(value):
             row[f] = None
     return row
+
+
+def lock_holder(uri: str) -> str | None:
+    """Who holds the Milvus Lite lock on `uri` ("pid 123: corpusflow ingest"), if anyone else.
+
+    Reads /proc/locks (Linux); None when the lock is free, unknown, or held by this process.
+    """
+    lock = Path(uri) / "LOCK"
+    try:
+        inode = lock.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 12345 00:2b:1234567 0 EOF"
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].split(":")[-1] == str(inode):
+            pid = int(parts[4])
+            if pid == os.getpid():
+                return None
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                raw = ""
+            cmd = " ".join(raw.replace("\0", " ").split())
+            return f"pid {pid}" + (f": {cmd[:80]}{'…' if len(cmd) > 80 else ''}" if cmd else "")
+    return None
 
 
 @contextmanager

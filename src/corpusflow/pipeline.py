@@ -110,14 +110,13 @@ def extract(
     youtube: Sequence[str] = (),
 ) -> Iterator[SourceItem]:
     """All sources as one stream of Documents, Rejects and Skipped, in a stable order."""
-    from corpusflow.sources.articles import ArticleColumns, iter_articles
+    from corpusflow.sources.articles import iter_articles
     from corpusflow.sources.transcripts import iter_transcripts
 
     if transcripts:
         yield from iter_transcripts(transcripts)
     if articles:
-        cols = ArticleColumns(**params.sources.columns.model_dump())
-        yield from iter_articles(articles, cols)
+        yield from iter_articles(articles, params.sources.columns)
     if youtube:
         from corpusflow.sources.youtube import fetch_youtube
 

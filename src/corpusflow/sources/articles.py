@@ -30,13 +30,13 @@ from __future__ import annotations
 import codecs
 import csv
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from corpusflow.config import Columns
 from corpusflow.ids import sha256_text
 from corpusflow.models import Document, Reject, Skipped
 from corpusflow.sources.transcripts import Seen, condense, escapes, linked_directory, walk
@@ -56,16 +56,8 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class ArticleColumns:
-    """CSV column names to use instead of auto-detection; None = auto-detect."""
-
-    id: str | None = None
-    title: str | None = None
-    author: str | None = None
-    url: str | None = None
-    text: str | None = None
-    published: str | None = None
+# CSV column overrides are `sources.columns` in params.yaml: one definition, in config.
+ArticleColumns = Columns
 
 
 class _FileReject(Exception):
@@ -215,22 +207,22 @@ def _pick_columns(names: list[str], columns: ArticleColumns) -> dict[str, int]:
         lowered.setdefault(name.strip().lower(), index)
     found = ", ".join(names) or "(none)"
     picked: dict[str, int] = {}
-    for field in fields(ArticleColumns):
-        wanted = getattr(columns, field.name)
+    for field in Columns.model_fields:
+        wanted = getattr(columns, field)
         if wanted is not None:
             if wanted in names:
-                picked[field.name] = names.index(wanted)
+                picked[field] = names.index(wanted)
             elif wanted.strip().lower() in lowered:
-                picked[field.name] = lowered[wanted.strip().lower()]
+                picked[field] = lowered[wanted.strip().lower()]
             else:
                 raise _FileReject(
-                    f"column {wanted!r} set in sources.columns.{field.name} is not in the CSV "
+                    f"column {wanted!r} set in sources.columns.{field} is not in the CSV "
                     f"header (columns found: {found})"
                 )
             continue
-        for candidate in CANDIDATES[field.name]:
+        for candidate in CANDIDATES[field]:
             if candidate in lowered:
-                picked[field.name] = lowered[candidate]
+                picked[field] = lowered[candidate]
                 break
     if "text" not in picked:
         raise _FileReject(

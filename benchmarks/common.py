@@ -19,16 +19,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "COMET_ERROR_TRACKING_ENABLE": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from corpusflow import OFFLINE_ENV  # noqa: E402  (one list of offline switches)
+
 # Endpoints and secrets a user may have set: a benchmark must never reach them.
 FOREIGN_ENV = ("MILVUS_URI", "MILVUS_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "COMET_API_KEY")
 

@@ -4,7 +4,7 @@ import os as _os
 
 # Offline-first (DESIGN.md decision 4), set before any library can read them: loading the
 # embedder imports transformers, which imports comet_ml, which reads some of these once.
-for _key, _value in {
+OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -13,9 +13,11 @@ for _key, _value in {
     "COMET_DISABLE_AUTO_LOGGING": "1",
     "COMET_LOGGING_CONSOLE": "WARNING",  # `corpusflow comet sync` uploads offline archives
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
-}.items():
+}
+for _key, _value in OFFLINE_ENV.items():
     _os.environ.setdefault(_key, _value)
 
 __version__ = "0.1.0"

@@ -39,7 +39,7 @@ import pyarrow.csv as pacsv
 from corpusflow.config import Columns
 from corpusflow.ids import sha256_text
 from corpusflow.models import Document, Reject, Skipped
-from corpusflow.sources.transcripts import Seen, condense, escapes, linked_directory, walk
+from corpusflow.sources.transcripts import Seen, condense, escapes, input_files
 
 SOURCE_TYPE = "article"
 MAX_BLOCK_SIZE = 1 << 30  # a single row larger than this is refused
@@ -76,32 +76,22 @@ def iter_articles(
     """
     columns = columns or ArticleColumns()
     seen = Seen()
-    for given in paths:
-        root = Path(given)
-        if root.is_dir():
-            files, boundary = walk(root, lambda p: p.suffix.lower() == ".csv"), root
-        elif root.exists() or root.is_symlink():
-            files, boundary = [root], None
-        else:
-            yield Reject(str(given), SOURCE_TYPE, "no such file or directory")
+    for item in input_files(paths, lambda p: p.suffix.lower() == ".csv", SOURCE_TYPE):
+        if isinstance(item, Reject | Skipped):
+            yield item
             continue
-        for path in files:
-            if boundary is not None and path.is_symlink() and path.is_dir():
-                yield linked_directory(path, boundary, SOURCE_TYPE)
-                continue
-            if outside := escapes(path, boundary):
-                yield Reject(str(path), SOURCE_TYPE, outside)
-                continue
-            try:
-                yield from _read_csv(path, columns, max(int(block_size), 1 << 8), seen)
-            except _FileReject as bad:
-                yield Reject(str(path), SOURCE_TYPE, str(bad))
-            except Exception as exc:  # never raise for bad input, whatever a library does
-                yield Reject(
-                    str(path),
-                    SOURCE_TYPE,
-                    condense(f"unexpected error: {type(exc).__name__}: {exc}"),
-                )
+        path, boundary = item
+        if outside := escapes(path, boundary):
+            yield Reject(str(path), SOURCE_TYPE, outside)
+            continue
+        try:
+            yield from _read_csv(path, columns, max(int(block_size), 1 << 8), seen)
+        except _FileReject as bad:
+            yield Reject(str(path), SOURCE_TYPE, str(bad))
+        except Exception as exc:  # never raise for bad input, whatever a library does
+            yield Reject(
+                str(path), SOURCE_TYPE, condense(f"unexpected error: {type(exc).__name__}: {exc}")
+            )
 
 
 # ----------------------------------------------------------------------------------------

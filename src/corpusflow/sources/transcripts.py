@@ -35,7 +35,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,26 @@ def linked_directory(path: Path, root: Path, source_type: str) -> Reject | Skipp
     )
 
 
+def input_files(
+    paths: Iterable[str | Path], keep: Callable[[Path], bool], source_type: str
+) -> Iterator[tuple[Path, Path | None] | Reject | Skipped]:
+    """Each named path, or the files `keep` accepts under a named directory (sorted), as
+    (path, the walked directory or None); missing paths and symlinked directories met while
+    walking come out as Rejects/Skipped, so every input is accounted for."""
+    for given in paths:
+        root = Path(given)
+        if root.is_dir():
+            for path in walk(root, keep):
+                if path.is_symlink() and path.is_dir():
+                    yield linked_directory(path, root, source_type)
+                else:
+                    yield path, root
+        elif root.exists() or root.is_symlink():
+            yield root, None
+        else:
+            yield Reject(str(given), source_type, "no such file or directory")
+
+
 class Seen:
     """First occurrence of each source_id, to tell exact duplicates from conflicting ones.
 
@@ -180,27 +200,19 @@ def iter_transcripts(paths: Iterable[str | Path]) -> Iterator[Document | Reject 
     different one Rejected, since one source_id can only hold one text downstream.
     """
     seen = Seen()
-    for given in paths:
-        root = Path(given)
-        if root.is_dir():
-            files, boundary = walk(root, lambda p: not _is_sidecar(p)), root
-        elif root.exists() or root.is_symlink():
-            if _is_sidecar(root):
-                yield Skipped(
-                    str(given),
-                    SOURCE_TYPE,
-                    "metadata sidecar, not a transcript (it is read with the transcript beside it)",
-                )
-                continue
-            files, boundary = [root], None
-        else:
-            yield Reject(str(given), SOURCE_TYPE, "no such file or directory")
+    for item in input_files(paths, lambda p: not _is_sidecar(p), SOURCE_TYPE):
+        if isinstance(item, Reject | Skipped):
+            yield item
             continue
-        for path in files:
-            if boundary is not None and path.is_symlink() and path.is_dir():
-                yield linked_directory(path, boundary, SOURCE_TYPE)
-            else:
-                yield _one(path, seen, boundary)
+        path, boundary = item
+        if boundary is None and _is_sidecar(path):
+            yield Skipped(
+                str(path),
+                SOURCE_TYPE,
+                "metadata sidecar, not a transcript (it is read with the transcript beside it)",
+            )
+        else:
+            yield _one(path, seen, boundary)
 
 
 def _is_sidecar(path: Path) -> bool:

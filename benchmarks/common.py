@@ -47,7 +47,11 @@ def bench_params(root: Path, **sections: dict[str, Any]) -> Any:
 
     base: dict[str, dict[str, Any]] = {
         "milvus": {"uri": str(root / "milvus.db")},
-        "ingest": {"rejects": str(root / "rejects.jsonl"), "cache": str(root / "cache.sqlite")},
+        "ingest": {
+            "rejects": str(root / "rejects.jsonl"),
+            "cache": str(root / "cache.sqlite"),
+            "state": str(root / "state.sqlite"),
+        },
         "snapshot": {"out": str(root / "snapshots" / "snapshot.json")},
     }
     for name, values in sections.items():

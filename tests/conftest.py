@@ -35,6 +35,7 @@ def make_params(root: Path, **sections) -> Params:
         "ingest": {
             "rejects": str(root / "rejects.jsonl"),
             "cache": str(root / "cache.sqlite"),
+            "state": str(root / "state.sqlite"),
             "batch_documents": 4,
         },
         "snapshot": {"out": str(root / "snapshots" / "snapshot.json")},

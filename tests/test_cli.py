@@ -26,17 +26,17 @@ PARAPHRASES = {
     "kept in a garden box from spring until the cold months",
     "file:data/raw/transcripts/marathon-training.txt": "how should a first-timer prepare for a 42 "
     "kilometre road race",
-    "csv:articles:reef-001": "why are tropical underwater ecosystems losing their colour as seas "
+    "csv:data/raw/articles/articles.csv:reef-001": "why are tropical underwater ecosystems losing their colour as seas "
     "get hotter",
-    "csv:articles:qc-002": "how can machines exploiting the odd physics of tiny particles solve "
+    "csv:data/raw/articles/articles.csv:qc-002": "how can machines exploiting the odd physics of tiny particles solve "
     "some problems faster",
-    "csv:articles:castle-003": "how did lords in the middle ages protect their fortresses from "
+    "csv:data/raw/articles/articles.csv:castle-003": "how did lords in the middle ages protect their fortresses from "
     "attackers",
     "Composting at home, step by step": "turning food leftovers and fallen foliage into "
     "fertiliser for the vegetable patch",
-    "csv:articles:jazz-005": "how did improvised African American music evolve from the early "
+    "csv:data/raw/articles/articles.csv:jazz-005": "how did improvised African American music evolve from the early "
     "1900s to the postwar era",
-    "csv:articles:print-006": "how did mechanically reproducing books change reading and religion "
+    "csv:data/raw/articles/articles.csv:print-006": "how did mechanically reproducing books change reading and religion "
     "in fifteenth-century Europe",
 }
 

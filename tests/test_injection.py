@@ -43,8 +43,9 @@ def write_csv(path, rows) -> None:
         writer.writerows(rows)
 
 
-def sid_of(raw_id: str) -> str:
-    return "csv:news:" + " ".join(raw_id.split())  # CSV metadata is read as one line
+def sid_of(raw_id: str, csv_path) -> str:
+    # CSV metadata is read as one line; no project root here, so the path part is absolute
+    return f"csv:{csv_path.resolve().as_posix()}:" + " ".join(raw_id.split())
 
 
 def records(ctx) -> dict[str, dict]:
@@ -63,7 +64,9 @@ def test_stale_cleanup_of_a_hostile_source_deletes_nothing_else(make_ctx, tmp_pa
     first = ingest(ctx, extract(ctx.params, articles=[str(src)]))
     assert first.documents == len(plain) + len(hostile) and first.rejected == 0
     before = records(ctx)
-    assert {r["source_id"] for r in before.values()} == {sid_of(row[0]) for row in plain + hostile}
+    assert {r["source_id"] for r in before.values()} == {
+        sid_of(row[0], src) for row in plain + hostile
+    }
     assert {r["title"] for r in before.values() if "stormy" in r["text"]} == {HOSTILE_TITLE}
 
     # Each hostile source alone, with new text: its old chunks all go stale. Its state is
@@ -71,7 +74,7 @@ def test_stale_cleanup_of_a_hostile_source_deletes_nothing_else(make_ctx, tmp_pa
     for n, sid in enumerate(HOSTILE_IDS):
         write_csv(src, [(sid, HOSTILE_TITLE, body(50 + n, "quiet harbour"))])
         result = ingest(ctx, extract(ctx.params, articles=[str(src)]))
-        mine = {i for i, r in before.items() if r["source_id"] == sid_of(sid)}
+        mine = {i for i, r in before.items() if r["source_id"] == sid_of(sid, src)}
         assert mine and result.deleted == len(mine), sid  # its stale chunks, only those
         after = records(ctx)
         assert not mine & set(after)
@@ -102,7 +105,7 @@ def test_full_cleanup_keeps_and_drops_exactly_by_source_id(make_ctx, tmp_path):
     everything = records(ctx)
 
     # only one hostile source in a `full` run: every other source goes, it stays whole
-    keep = sid_of(HOSTILE_IDS[0])
+    keep = sid_of(HOSTILE_IDS[0], src)
     write_csv(src, [rows[2]])
     full = ingest(ctx, extract(ctx.params, articles=[str(src)]), cleanup="full")
     assert full.unchanged_documents == 1

@@ -302,7 +302,9 @@ def test_collection_holds_exactly_the_documents(mixed):
     for chunks in by_source.values():  # every source is complete: indexes 0..n-1
         assert sorted(c["chunk_index"] for c in chunks) == list(range(chunks[0]["n_chunks"]))
     assert len(by_source) == mixed["result"]["documents"]
-    t = "file:corpus/transcripts/"
+    base = mixed["root"].resolve().as_posix()  # no params.yaml there: ids are absolute
+    t = f"file:{base}/corpus/transcripts/"
+    news = f"csv:{base}/corpus/articles/news.csv:"
     assert {s for s in by_source if s.startswith(("file:", "youtube:"))} == {
         "youtube:abcDEF12345",
         t + "overlap.srt",
@@ -312,11 +314,11 @@ def test_collection_holds_exactly_the_documents(mixed):
         t + "real-sub/inside.txt",
     }
     assert {s for s in by_source if s.startswith("csv:")} == {
-        "csv:news:1",
-        "csv:news:5",
-        "csv:news:6",
-        "csv:news:9",
-        'csv:news:a" or id != "',
+        news + "1",
+        news + "5",
+        news + "6",
+        news + "9",
+        news + 'a" or id != "',
     }
     everything = "\n".join(r["text"] for r in rows)
     assert OUTSIDE_SECRET not in everything  # the escaping symlinks were never read
@@ -330,14 +332,15 @@ def test_collection_holds_exactly_the_documents(mixed):
     assert srt["text"] == "Magma rises through the crust and erupts."
     assert srt["start_seconds"] <= srt["end_seconds"] == 4.25
     assert by_source[t + "utf16-bom.srt"][0]["text"].startswith("Lava rises")
-    assert by_source["csv:news:5"][0]["title"] == "" and by_source["csv:news:5"][0]["author"] == ""
+    assert by_source[news + "5"][0]["title"] == "" and by_source[news + "5"][0]["author"] == ""
 
 
 def test_emoji_and_rtl_round_trip_exactly_through_milvus_and_the_snapshot(mixed):
     root = mixed["root"]
     rows = {r["source_id"]: r for r in stored(root)}
-    transcript = rows["file:corpus/transcripts/emoji-rtl.txt"]
-    article = rows["csv:news:9"]
+    base = root.resolve().as_posix()  # no params.yaml there: ids are absolute
+    transcript = rows[f"file:{base}/corpus/transcripts/emoji-rtl.txt"]
+    article = rows[f"csv:{base}/corpus/articles/news.csv:9"]
     assert transcript["text"] == EMOJI_RTL and transcript["n_chunks"] == 1
     assert article["text"] == EMOJI_RTL and article["title"] == "RTL"
     snap = json.loads(cli(root, "snapshot", "--json").stdout)
@@ -401,7 +404,7 @@ def test_a_several_megabyte_article_is_ingested_in_full(make_ctx, tmp_path):
     rows = [
         r
         for r in ctx.store.iter_rows(ctx.store.alias_target(), fields)
-        if r["source_id"] == "csv:big:big"
+        if r["source_id"] == f"csv:{tmp_path.resolve().as_posix()}/big.csv:big"
     ]
     rows.sort(key=lambda r: r["chunk_index"])
     assert [r["chunk_index"] for r in rows] == list(range(rows[0]["n_chunks"]))
@@ -432,11 +435,12 @@ def test_path_rule_named_paths_are_read_links_out_of_a_walked_directory_are_not(
     (tmp_path / "data" / "x.meta.json").symlink_to(tmp_path / "elsewhere" / "x.meta.json")
 
     (named,) = iter_transcripts(["data/../elsewhere/talk.txt"])
-    assert isinstance(named, Document) and named.source_id == "file:elsewhere/talk.txt"
+    base = tmp_path.resolve().as_posix()  # no project root: ids are absolute, `..` resolved
+    assert isinstance(named, Document) and named.source_id == f"file:{base}/elsewhere/talk.txt"
     (walked,) = iter_transcripts(["data"])
     assert isinstance(walked, Reject) and "sidecar x.meta.json: symlink leads outside" in (
         walked.reason
     )
-    assert walked.source_id == "file:data/x.txt"  # a full cleanup keeps its stored version
+    assert walked.source_id == f"file:{base}/data/x.txt"  # a full cleanup keeps its version
     (direct,) = iter_transcripts(["data/x.txt"])  # named: its sidecar is read as well
     assert isinstance(direct, Document) and direct.title == "Outside metadata"

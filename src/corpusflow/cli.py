@@ -92,14 +92,18 @@ def ingest(
                 "nothing to ingest: give --transcripts, --articles or --youtube "
                 "(or sources in params.yaml)"
             )
-        items = pipeline.extract(ctx.params, transcripts, articles, youtube)
 
         def on_reject(r: Reject) -> None:
             _err(r.line())
 
         with _progress(_interactive()) as progress:
             result = pipeline.ingest(
-                ctx, items, cleanup=cleanup, dry_run=dry_run, progress=progress, on_reject=on_reject
+                ctx,
+                sources=(transcripts, articles, youtube),
+                cleanup=cleanup,
+                dry_run=dry_run,
+                progress=progress,
+                on_reject=on_reject,
             )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), sort_keys=True))
@@ -236,7 +240,10 @@ def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
     elif not info["exists"]:
         typer.echo(f"{info['collection']}: empty (run `corpusflow ingest`)")
     else:
-        types = ", ".join(f"{k} {v}" for k, v in info["by_source_type"].items())
+        types = ", ".join(
+            f"{k} {v['documents']} documents / {v['chunks']} chunks"
+            for k, v in info["by_source_type"].items()
+        )
         typer.echo(
             f"{info['collection']} -> {info['physical_collection']}: {info['records']} records "
             f"from {info['sources']} sources ({types}); model {', '.join(info['models'])}"

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from corpusflow.ids import hash_value
+from corpusflow.ids import PROJECT_ROOT, hash_value
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -95,6 +95,7 @@ class Ingest(_Section):
     batch_documents: int = Field(default=64, gt=0)
     rejects: str = "data/rejects.jsonl"
     cache: str = "data/embedding-cache.sqlite"
+    state: str = "data/state.sqlite"  # what is stored where, checked against Milvus each run
 
 
 class SnapshotQuery(_Section):
@@ -198,8 +199,10 @@ def load_params(path: str | Path | None = None) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{file} must be a mapping of sections")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{file}: {where}: {err['msg']}") from None
+    PROJECT_ROOT.set(file.resolve().parent)  # file and CSV ids are relative to it
+    return params

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 # Fixed forever: changing it would re-key every collection ever built.
@@ -18,10 +21,6 @@ CORPUSFLOW_NAMESPACE = uuid.UUID("6f1c3b1e-6a52-5d8e-9a57-2f0c1b7e4c21")
 def sha256_text(text: str) -> str:
     """Hex sha256 of a string's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -38,3 +37,51 @@ def chunk_id(source_id: str, chunk_index: int, chunk_text: str) -> str:
     """UUIDv5 of `source_id|chunk_index|sha256(text)` (design decision 1)."""
     name = f"{source_id}|{chunk_index}|{sha256_text(chunk_text)}"
     return str(uuid.uuid5(CORPUSFLOW_NAMESPACE, name))
+
+
+# ----------------------------------------------------------------------------------------
+# source ids
+# ----------------------------------------------------------------------------------------
+PROJECT_MARKER = "params.yaml"
+# The directory that file and CSV ids are relative to; set from the params file in use.
+PROJECT_ROOT: ContextVar[Path | None] = ContextVar("corpusflow_project_root", default=None)
+
+
+def project_root() -> Path | None:
+    """The project root: the directory of the params file in use, else the nearest directory
+    from the working directory upward that holds a params.yaml, else None (absolute ids)."""
+    root = PROJECT_ROOT.get()
+    if root is not None:
+        return root
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return None
+
+
+def input_key(path: str | Path) -> str:
+    """A file's identity however it was typed and wherever the command ran: the resolved
+    path (symlinks followed), relative to the project root when inside it, else absolute."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        resolved = absolute.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: keep the lexical path
+        resolved = absolute
+    root = project_root()
+    if root is not None:
+        try:
+            return resolved.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return resolved.as_posix()
+
+
+def file_source_id(path: str | Path) -> str:
+    """`file:<input key>` for a transcript with no video id."""
+    return f"file:{input_key(path)}"
+
+
+def csv_source_id(path: str | Path, key: str) -> str:
+    """`csv:<input key>:<row key>`: two CSVs with the same name in two folders never collide."""
+    return f"csv:{input_key(path)}:{key}"

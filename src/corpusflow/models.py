@@ -1,4 +1,4 @@
-"""The contracts between stages: Document, Chunk, Reject, Skipped.
+"""The contracts between stages: Document, Chunk, Reject, Skipped, Unchanged.
 
 Sources yield Documents (or Rejects/Skipped), the chunker turns Documents into Chunks,
 the store turns Chunks plus vectors into records. Nothing here does I/O.
@@ -113,4 +113,16 @@ class Skipped:
     source_id: str = ""
 
 
-SourceItem = Document | Reject | Skipped
+@dataclass(frozen=True)
+class Unchanged:
+    """An input file whose fingerprint says it has not changed since its documents were
+    stored: not read again. Carries what the stored state says it holds."""
+
+    source: str
+    source_type: str
+    input: str
+    documents: int
+    chunks: int
+
+
+SourceItem = Document | Reject | Skipped | Unchanged

@@ -14,13 +14,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from corpusflow.chunking import Chunker, ChunkerSpec, resolve_spec
 from corpusflow.config import Env, Params
 from corpusflow.embedding import Embedder, make_embedder
 from corpusflow.embedding.cache import EmbeddingCache
-from corpusflow.models import Chunk, Document, Reject, Skipped, SourceItem
+from corpusflow.models import (
+    Chunk,
+    Document,
+    Reject,
+    Skipped,
+    SourceItem,
+    SourceType,
+    Unchanged,
+)
+from corpusflow.state import MIXED, Inputs, StateTable, Stored
 from corpusflow.store import (
     SCALAR_FIELDS,
     VARCHAR_FIELDS,
@@ -30,6 +39,7 @@ from corpusflow.store import (
 )
 
 Progress = Callable[[str, int], None]  # (what, how many more) — "documents" or "embedded"
+SOURCE_TYPES = get_args(SourceType)
 SNAPSHOT_FIELDS = [f for f in SCALAR_FIELDS if f != "run_id"]  # run ids are provenance, not data
 SEARCH_FIELDS = [f for f in SCALAR_FIELDS if f not in ("run_id", "doc_hash", "chunker")]
 EMBED_BATCH = 64  # texts per model call between cache commits: bounds work lost to a kill
@@ -54,6 +64,7 @@ class Context:
     _embedder: Embedder | None = None
     _store: MilvusStore | None = None
     _cache: EmbeddingCache | None = None
+    _states: list[StateTable] = field(default_factory=list)
 
     @property
     def embedder(self) -> Embedder:
@@ -76,6 +87,13 @@ class Context:
             self._cache = EmbeddingCache(self.params.ingest.cache)
         return self._cache
 
+    def state_of(self, physical: str, writable: bool = True) -> StateTable:
+        """The local record of `physical`, checked against Milvus (rebuilt if it differs)."""
+        table = StateTable(self.params.ingest.state, self.store, physical, writable=writable)
+        self._states.append(table)
+        table.verify()
+        return table
+
     @property
     def cache_model_key(self) -> str:
         return f"{self.embedder.model_id}@{self.embedder.dimension}"
@@ -92,6 +110,8 @@ class Context:
         return resolve_spec(self.params.chunking, emb.model_id, max_tokens)
 
     def close(self) -> None:
+        while self._states:
+            self._states.pop().close()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -108,15 +128,17 @@ def extract(
     transcripts: Sequence[str] = (),
     articles: Sequence[str] = (),
     youtube: Sequence[str] = (),
+    skip: Any = None,
 ) -> Iterator[SourceItem]:
-    """All sources as one stream of Documents, Rejects and Skipped, in a stable order."""
+    """All sources as one stream of Documents, Rejects, Skipped and Unchanged, in a stable
+    order. `skip(path, source_type)` may answer Unchanged for a file not to be read."""
     from corpusflow.sources.articles import iter_articles
     from corpusflow.sources.transcripts import iter_transcripts
 
     if transcripts:
-        yield from iter_transcripts(transcripts)
+        yield from iter_transcripts(transcripts, skip=skip)
     if articles:
-        yield from iter_articles(articles, params.sources.columns)
+        yield from iter_articles(articles, params.sources.columns, skip=skip)
     if youtube:
         from corpusflow.sources.youtube import fetch_youtube
 
@@ -283,20 +305,15 @@ def _record(
     }
 
 
-def _is_current(row: dict[str, Any], doc: Document, spec: ChunkerSpec, n_chunks: int) -> bool:
-    return (
-        row["doc_hash"] == doc.content_hash
-        and row["chunker"] == spec.digest
-        and row["n_chunks"] == n_chunks
-    )
-
-
 @dataclass
 class BatchPlan:
-    """What one batch of documents needs: chunks to (re)write, and stale ids to delete after."""
+    """What one batch of documents needs: chunks to (re)write, stale ids to delete after,
+    and the stored state each touched source will have once the batch is loaded."""
 
     writes: list[tuple[Document, Chunk, int]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    settled: list[Stored] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)  # input of each planned document
 
     @property
     def texts(self) -> list[str]:
@@ -314,8 +331,10 @@ class Screener:
         result: IngestResult,
         rejects: RejectLog,
         on_reject: Callable[[Reject], None] | None = None,
+        inputs: Inputs | None = None,
     ):
         self.result, self.rejects, self.on_reject = result, rejects, on_reject
+        self.inputs = inputs
         self.seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
         self.protected: set[str] = set()  # rejected this run: `full` cleanup must keep them
 
@@ -327,13 +346,26 @@ class Screener:
         self.result.count(item.source_type, "rejected")
         if item.source_id:
             self.protected.add(item.source_id)
+        if self.inputs is not None:
+            self.inputs.rejected(item)
         if self.on_reject:
             self.on_reject(item)
 
-    def _duplicate(self, source_type: str) -> None:
+    def _duplicate(self, item: Skipped | Document) -> None:
         self.result.duplicates += 1
-        self.result.count(source_type, "inputs")
-        self.result.count(source_type, "duplicates")
+        self.result.count(item.source_type, "inputs")
+        self.result.count(item.source_type, "duplicates")
+        if self.inputs is not None:
+            self.inputs.duplicate(item)
+
+    def _unchanged(self, item: Unchanged) -> None:
+        r = self.result
+        r.documents += item.documents
+        r.unchanged_documents += item.documents
+        r.chunks += item.chunks
+        r.skipped += item.chunks
+        for key in ("inputs", "documents", "unchanged"):
+            r.count(item.source_type, key, item.documents)
 
     def screen(self, items: Iterable[SourceItem]) -> Iterator[Document]:
         """Documents to process: rejects logged, duplicates counted, each source id once."""
@@ -342,12 +374,16 @@ class Screener:
             if isinstance(item, Reject):
                 self.reject(item)
             elif isinstance(item, Skipped):
-                self._duplicate(item.source_type)
-            elif item.source_id in hashes:
-                if hashes[item.source_id] == item.content_hash:
-                    self._duplicate(item.source_type)
+                self._duplicate(item)
+            elif isinstance(item, Unchanged):
+                self._unchanged(item)
+            elif item.source_id in hashes or (
+                self.inputs is not None and self.inputs.met_unchanged(item.source_id)
+            ):
+                if hashes.get(item.source_id) == item.content_hash:
+                    self._duplicate(item)
                 else:
-                    first = self.seen[item.source_id]
+                    first = self.seen.get(item.source_id, "an unchanged input")
                     why = f"duplicate source id {item.source_id} with different content"
                     self.reject(Reject(item.origin, item.source_type, f"{why} (first: {first})"))
             elif reason := _oversized_field(item):
@@ -356,6 +392,8 @@ class Screener:
                 hashes[item.source_id] = item.content_hash
                 self.seen[item.source_id] = item.origin
                 self.result.count(item.source_type, "inputs")
+                if self.inputs is not None:
+                    self.inputs.document(item)
                 yield item
 
 
@@ -365,7 +403,8 @@ class Ingestion:
     `screen` turns source items into unique documents (rejects and duplicates counted),
     `plan` compares a batch with the stored state, `load` upserts a planned batch and only
     then deletes its stale chunks, `finish` applies `full` cleanup and moves the alias.
-    A kill at any point leaves a state the next run completes.
+    The stored state is the local record manager (`state.StateTable`), verified against
+    Milvus when the run starts. A kill at any point leaves a state the next run completes.
     """
 
     def __init__(
@@ -394,65 +433,74 @@ class Ingestion:
             rejects_file=params.ingest.rejects,
         )
         self.exists = ctx.store.has(self.target)
-        # A collection this run created holds nothing but this run's own writes (sources are
-        # unique within a run), so its stored state need not be queried per batch.
-        self.created = False
         if not dry_run:
-            self.created = ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
+            ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
             self.exists = True
+        self.state = ctx.state_of(self.target, writable=not dry_run) if self.exists else None
+        self.inputs = Inputs(self.state, self.spec.digest, params.sources) if self.state else None
         self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
-        self.screener = Screener(self.result, rejects, on_reject)
+        self.screener = Screener(self.result, rejects, on_reject, self.inputs)
         self.screen, self.reject = self.screener.screen, self.screener.reject
         self.embed_counts = EmbedCounts()
 
+    def extract(
+        self, transcripts: Sequence[str] = (), articles: Sequence[str] = (),
+        youtube: Sequence[str] = (),
+    ) -> Iterator[SourceItem]:
+        """The sources as items; files whose fingerprint is unchanged are not read."""
+        skip = self.inputs.skip if self.inputs is not None else None
+        return extract(self.ctx.params, transcripts, articles, youtube, skip=skip)
+
     # --- per batch ---------------------------------------------------------------------
     def plan(self, batch: Sequence[Document]) -> BatchPlan:
-        """Compare documents with their stored records; chunk only the ones that changed."""
+        """Compare documents with their stored state; chunk only the ones that changed."""
         r, spec = self.result, self.spec
-        state = (
-            self.ctx.store.state_of(self.target, [d.source_id for d in batch])
-            if self.exists and not self.created
-            else {}
-        )
+        stored = self.state.lookup([d.source_id for d in batch]) if self.state else {}
         plan = BatchPlan()
         for doc in batch:
-            rows = state.get(doc.source_id, [])
-            if rows and all(_is_current(row, doc, spec, len(rows)) for row in rows):
+            old = stored.get(doc.source_id)
+            plan.inputs.append(self.inputs.input_of(doc) if self.inputs else "")
+            if old and old.doc_hash == doc.content_hash and old.chunker == spec.digest:
+                if plan.inputs[-1] != old.input:
+                    self.state.set_input([doc.source_id], plan.inputs[-1])
                 r.documents += 1
                 r.unchanged_documents += 1
                 r.count(doc.source_type, "documents")
                 r.count(doc.source_type, "unchanged")
-                r.chunks += len(rows)
-                r.skipped += len(rows)
+                r.chunks += old.n_chunks
+                r.skipped += old.n_chunks
                 continue
             chunks = self.chunker.split(doc)
             if not chunks:
                 why = "no text left to index"
                 self.reject(Reject(doc.origin, doc.source_type, why, source_id=doc.source_id), True)
+                if self.inputs is not None:
+                    self.inputs.impure_input(plan.inputs[-1])
                 continue
             r.documents += 1
             r.count(doc.source_type, "documents")
             r.chunks += len(chunks)
-            existing = {row["id"]: row for row in rows}
+            existing = set(old.ids) if old else set()
             for chunk in chunks:
-                row = existing.get(chunk.id)
-                if row is not None and _is_current(row, doc, spec, len(chunks)):
-                    r.skipped += 1
-                    continue
-                if row is None:
-                    r.added += 1
-                else:
+                if chunk.id in existing:
                     r.updated += 1
+                else:
+                    r.added += 1
                 plan.writes.append((doc, chunk, len(chunks)))
             current = {c.id for c in chunks}
-            plan.stale.extend(i for i in existing if i not in current)
+            plan.stale.extend(i for i in (old.ids if old else ()) if i not in current)
+            plan.settled.append(
+                Stored(doc.source_id, doc.source_type, doc.content_hash, spec.digest,
+                       len(chunks), tuple(c.id for c in chunks), plan.inputs[-1])
+            )
         if self.progress:
             self.progress("documents", len(batch))
         return plan
 
     def load(self, plan: BatchPlan, vectors: Sequence[list[float]]) -> None:
-        """Upsert the batch, then delete its stale chunks (never before)."""
+        """Upsert the batch, then delete its stale chunks (never before); the stored state
+        is journaled around both, so a kill leaves only this batch to re-read."""
         if self.dry_run:
             self.result.deleted += len(plan.stale)
             return
@@ -461,8 +509,14 @@ class Ingestion:
             _record(doc, chunk, n, vec, self.spec, model, run_id)
             for (doc, chunk, n), vec in zip(plan.writes, vectors, strict=True)
         ]
+        if self.state is not None and plan.settled:
+            self.state.begin(s.source_id for s in plan.settled)
         self.result.upserted += ctx.store.upsert(self.target, rows, ctx.params.milvus.batch_size)
         self.result.deleted += ctx.store.delete_ids(self.target, plan.stale)
+        if self.state is not None:
+            self.state.settle(plan.settled)
+        if self.inputs is not None:
+            self.inputs.loaded(plan.inputs)
 
     def embed(self, plan: BatchPlan, embed_fn: EmbedFn | None = None) -> list[list[float]]:
         if self.dry_run:
@@ -473,20 +527,20 @@ class Ingestion:
     def finish(self) -> IngestResult:
         """`full` cleanup, carry other sources over after a model change, move the alias."""
         r, store = self.result, self.ctx.store
-        if r.cleanup == "full" and self.exists:
-            keep = set(self.screener.seen) | self.screener.protected
-            gone = [
-                row["id"]
-                for row in store.iter_rows(self.target, ["id", "source_id"])
-                if row["source_id"] not in keep
-            ]
-            r.deleted += len(gone) if self.dry_run else store.delete_ids(self.target, gone)
+        if self.inputs is not None:
+            self.inputs.close()
+        if self.state is not None:
+            self.state.see(self.screener.seen)
+            self.state.see(self.screener.protected)
+        if r.cleanup == "full" and self.state is not None:
+            r.deleted += self._remove(list(self.state.unseen()))
         if self.previous != self.target and not self.dry_run:
             if self.previous is not None and r.cleanup != "full":
-                r.migrated = self._migrate(set(self.screener.seen) | self.screener.protected)
-                r.upserted += r.migrated
+                self._migrate()
             store.point_alias(self.target)
             r.alias_moved = True
+        if self.state is not None:
+            self.state.release()
         r.embedded, r.cache_hits = self.embed_counts.embedded, self.embed_counts.cache_hits
         usage = getattr(self.ctx.embedder, "usage", None)
         if usage is not None:  # remote providers report tokens and estimated cost
@@ -494,10 +548,41 @@ class Ingestion:
         r.seconds = round(time.monotonic() - self.started, 3)
         return r
 
-    def _migrate(self, done: set[str]) -> int:
-        """Copy sources not in this run from the old model's collection, re-embedding their
-        chunk texts with the new model (from the cache where possible)."""
+    def _remove(self, sources: Sequence[Stored]) -> int:
+        """Delete whole stored sources (journaled like a batch); the number of chunks."""
+        ids = [i for s in sources for i in s.ids]
+        if self.dry_run or not ids:
+            return len(ids)
+        self.state.begin(s.source_id for s in sources)
+        self.ctx.store.delete_ids(self.target, ids)
+        self.state.settle([], removed=[s.source_id for s in sources])
+        return len(ids)
+
+    def _migrate(self) -> None:
+        """After a model change, make the target match the previous collection for every
+        source not in this run: copy (re-embedding from the cache where possible) what it
+        lacks or holds in another version, delete what the previous one no longer has."""
+        ctx, state = self.ctx, self.state
+        before = ctx.state_of(self.previous, writable=False)
+        copy: dict[str, Stored] = {}
+        kept: set[str] = set()
+        for old in before.all_sources():
+            if state.seen(old.source_id):
+                continue
+            kept.add(old.source_id)
+            mine = state.lookup([old.source_id]).get(old.source_id)
+            if mine is None or mine.doc_hash != old.doc_hash or old.doc_hash == MIXED:
+                copy[old.source_id] = old
+        state.see(kept)
+        self.result.deleted += self._remove(list(state.unseen()))
+        if copy:
+            self.result.migrated = self._copy(copy)
+            self.result.upserted += self.result.migrated
+
+    def _copy(self, sources: dict[str, Stored]) -> int:
+        """Copy the rows of `sources` from the previous collection, with this run's vectors."""
         ctx, model = self.ctx, self.ctx.embedder.model_id
+        old = self.state.lookup(list(sources))
         moved = 0
         batch: list[dict[str, Any]] = []
 
@@ -511,14 +596,19 @@ class Ingestion:
             batch.clear()
             return n
 
+        self.state.begin(sources)
         for row in ctx.store.iter_rows(self.previous, list(SCALAR_FIELDS)):
-            if row["source_id"] in done:
-                continue
-            batch.append(row)
-            if len(batch) >= ctx.params.milvus.batch_size:
-                moved += flush()
+            if row["source_id"] in sources:
+                batch.append(row)
+                if len(batch) >= ctx.params.milvus.batch_size:
+                    moved += flush()
         if batch:
             moved += flush()
+        stale = [
+            i for sid, s in old.items() for i in s.ids if i not in set(sources[sid].ids)
+        ]
+        ctx.store.delete_ids(self.target, stale)
+        self.state.settle(sources.values())
         return moved
 
     def run(self, items: Iterable[SourceItem]) -> IngestResult:
@@ -530,15 +620,17 @@ class Ingestion:
 
 def ingest(
     ctx: Context,
-    items: Iterable[SourceItem],
+    items: Iterable[SourceItem] | None = None,
     *,
+    sources: tuple[Sequence[str], Sequence[str], Sequence[str]] = ((), (), ()),
     cleanup: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
     on_reject: Callable[[Reject], None] | None = None,
     run_id: str | None = None,
 ) -> IngestResult:
-    """Bring the collection in line with `items`, touching only what changed.
+    """Bring the collection in line with `items` (or with `sources`: transcripts, articles,
+    youtube, read so that unchanged files are not parsed), touching only what changed.
 
     A source whose every record carries the same content hash, chunker hash and chunk
     count is skipped without chunking or embedding; a changed one is re-chunked, only
@@ -547,7 +639,7 @@ def ingest(
     run = Ingestion(
         ctx, cleanup=cleanup, dry_run=dry_run, progress=progress, on_reject=on_reject, run_id=run_id
     )
-    return run.run(items)
+    return run.run(run.extract(*sources) if items is None else items)
 
 
 # ----------------------------------------------------------------------------------------
@@ -640,25 +732,36 @@ def search(ctx: Context, query: str, k: int = 5, filter: str = "") -> list[dict[
 
 
 def stats(ctx: Context) -> dict[str, Any]:
-    """What the collection holds, by source type, and which model built it."""
+    """What the collection holds: documents and chunks by source type, counted by Milvus
+    (a document is its chunk 0), and which model built it; no row is read."""
+    from corpusflow.store import literal
+
     physical = ctx.store.alias_target()
     if physical is None:
         return {"collection": ctx.params.milvus.collection, "exists": False, "records": 0}
-    by_type: dict[str, int] = {}
-    sources: set[str] = set()
-    models: set[str] = set()
-    for row in ctx.store.iter_rows(physical, ["source_type", "source_id", "model"]):
-        by_type[row["source_type"]] = by_type.get(row["source_type"], 0) + 1
-        sources.add(row["source_id"])
-        models.add(row["model"])
+    store = ctx.store
+    by_type: dict[str, dict[str, int]] = {}
+    for source_type in SOURCE_TYPES:
+        of_type = f"source_type == {literal(source_type)}"
+        chunks = store.count(physical, of_type)
+        if chunks:
+            documents = store.count(physical, f"{of_type} and chunk_index == 0")
+            by_type[source_type] = {"documents": documents, "chunks": chunks}
+    records = store.count(physical)
+    models: list[str] = []
+    if records:  # every row names its model; read them all only if they differ
+        model = store.first(physical, ["model"])["model"]
+        models = [model]
+        if store.count(physical, f"model != {literal(model)}"):
+            models = sorted({r["model"] for r in store.iter_rows(physical, ["model"])})
     return {
         "collection": ctx.params.milvus.collection,
         "exists": True,
         "physical_collection": physical,
-        "records": sum(by_type.values()),
-        "sources": len(sources),
-        "by_source_type": dict(sorted(by_type.items())),
-        "models": sorted(models),
+        "records": records,
+        "sources": sum(t["documents"] for t in by_type.values()),
+        "by_source_type": by_type,
+        "models": models,
     }
 
 

@@ -85,6 +85,19 @@ def is_local_uri(uri: str) -> bool:
     return "://" not in uri
 
 
+def uri_identity(uri: str) -> str:
+    """Where a collection lives, without credentials: the Lite file's absolute path, or the
+    server's scheme://host:port/path (user and password dropped)."""
+    if is_local_uri(uri):
+        return os.path.abspath(uri)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 @dataclass(frozen=True)
 class Hit:
     score: float
@@ -102,6 +115,7 @@ class MilvusStore:
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
         self.uri, self.alias, self.index = uri, alias, index
+        self.identity = uri_identity(uri)
         if is_local_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -245,12 +259,14 @@ class MilvusStore:
         return len(ids)
 
     # --- reads -------------------------------------------------------------------------
-    def state_of(self, name: str, source_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    def state_of(
+        self, name: str, source_ids: Sequence[str], fields: Sequence[str] = STATE_FIELDS
+    ) -> dict[str, list[dict[str, Any]]]:
         """Existing records (state fields only) for the given sources, by source id."""
         state: dict[str, list[dict[str, Any]]] = {sid: [] for sid in source_ids}
         for i in range(0, len(source_ids), 100):
             part = source_ids[i : i + 100]
-            for row in self.iter_rows(name, STATE_FIELDS, in_filter("source_id", part)):
+            for row in self.iter_rows(name, fields, in_filter("source_id", part)):
                 state[row["source_id"]].append(row)
         return state
 
@@ -292,13 +308,45 @@ class MilvusStore:
         finally:
             iterator.close()
 
-    def count(self, name: str) -> int:
-        """Rows in a physical collection."""
+    def first(self, name: str, fields: Sequence[str]) -> dict[str, Any]:
+        """Any one row's `fields` (the collection must not be empty)."""
         self.load(name)
         rows = self._reloading(
             name,
             lambda: self.client.query(
-                name, filter="", output_fields=["count(*)"], consistency_level=READ_CONSISTENCY
+                name, filter="", output_fields=list(fields), limit=1,
+                consistency_level=READ_CONSISTENCY,
+            ),
+        )
+        return _none_for_nan(dict(rows[0]))
+
+    def row_count(self, name: str) -> int:
+        """Exact live rows, cheaply: Milvus Lite's statistics are exact and need no load or
+        scan; a server's statistics count deleted rows until compaction, so ask `count(*)`."""
+        if self._is_lite():
+            return int(self.client.get_collection_stats(name)["row_count"])
+        return self.count(name)
+
+    def properties(self, name: str) -> dict[str, str]:
+        """The collection's key/value properties (corpusflow keeps its state markers there)."""
+        return dict(self.client.describe_collection(name).get("properties") or {})
+
+    def set_properties(self, name: str, values: dict[str, str]) -> bool:
+        """Set properties; False where the server refuses custom keys (state then is never
+        trusted across runs and is re-read from Milvus, correct but slower)."""
+        try:
+            self.client.alter_collection_properties(name, properties=values)
+        except Exception:
+            return False
+        return True
+
+    def count(self, name: str, filter: str = "") -> int:
+        """Rows in a physical collection (matching `filter`), counted by Milvus."""
+        self.load(name)
+        rows = self._reloading(
+            name,
+            lambda: self.client.query(
+                name, filter=filter, output_fields=["count(*)"], consistency_level=READ_CONSISTENCY
             ),
         )
         return int(rows[0]["count(*)"])

@@ -37,9 +37,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from corpusflow.config import Columns
-from corpusflow.ids import sha256_text
-from corpusflow.models import Document, Reject, Skipped
-from corpusflow.sources.transcripts import Seen, condense, escapes, input_files
+from corpusflow.ids import csv_source_id, sha256_text
+from corpusflow.models import Document, Reject, Skipped, SourceItem
+from corpusflow.sources.transcripts import Seen, SkipFn, condense, escapes, input_files
 
 SOURCE_TYPE = "article"
 MAX_BLOCK_SIZE = 1 << 30  # a single row larger than this is refused
@@ -68,7 +68,8 @@ def iter_articles(
     paths: Iterable[str | Path],
     columns: ArticleColumns | None = None,
     block_size: int = 1 << 20,
-) -> Iterator[Document | Reject | Skipped]:
+    skip: SkipFn | None = None,
+) -> Iterator[SourceItem]:
     """Articles from CSV files (a directory means every *.csv under it, sorted).
 
     Duplicates are judged across all the files of one call: the same source_id with the
@@ -83,6 +84,9 @@ def iter_articles(
         path, boundary = item
         if outside := escapes(path, boundary):
             yield Reject(str(path), SOURCE_TYPE, outside)
+            continue
+        if skip is not None and (unchanged := skip(path, SOURCE_TYPE)) is not None:
+            yield unchanged
             continue
         try:
             yield from _read_csv(path, columns, max(int(block_size), 1 << 8), seen)
@@ -281,7 +285,7 @@ def _article(
         label = f"key {key} (no id; made from the {kind})"
     else:
         key = label = ""
-    source_id = f"csv:{path.stem}:{key}" if key else ""
+    source_id = csv_source_id(path, key) if key else ""
     if not text or text.lower() in MISSING_MARKERS:
         # the source id (when known) lets a full cleanup keep the article's stored version
         reason = f"row {row}: empty text"

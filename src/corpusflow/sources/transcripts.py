@@ -17,7 +17,7 @@ Decisions:
 Paths: what may be read (the same rule for CSV directories in `articles`):
 - A path the user names (on the command line or in params.yaml) is read where it points,
   `..` components and symlinks included: naming it is the user's decision. Its `file:` id is
-  the normalised path (relative to the working directory when inside it).
+  `ids.input_key`: the resolved path, relative to the project root when inside it.
 - A directory is the boundary for everything found by walking it. A file, directory or
   metadata sidecar inside it that is a symlink resolving outside it is never read: it is
   rejected with "symlink leads outside DIR (to TARGET) ...", so a link planted in a data
@@ -43,10 +43,11 @@ import srt
 import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
-from corpusflow.ids import sha256_text
-from corpusflow.models import Document, Reject, Segment, Skipped
+from corpusflow.ids import file_source_id, sha256_text
+from corpusflow.models import Document, Reject, Segment, Skipped, SourceItem, Unchanged
 
 SOURCE_TYPE = "transcript"
+SkipFn = Callable[[Path, str], Unchanged | None]  # (file, source type) -> not to be read
 EXTENSIONS = (".vtt", ".srt", ".json", ".txt")
 SIDECAR_SUFFIXES = (".info.json", ".meta.json")
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -78,15 +79,6 @@ def clean_text(text: str) -> str:
     """Cue text as one line: tags and ASS overrides dropped, entities decoded, spaces folded."""
     text = _ASS_OVERRIDE.sub("", _TAG.sub("", text))
     return " ".join(html.unescape(text).split())
-
-
-def path_key(path: Path) -> str:
-    """Path for `file:` ids: relative to the working directory when inside it, else absolute."""
-    absolute = Path(os.path.abspath(path))
-    try:
-        return absolute.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return absolute.as_posix()
 
 
 def condense(message: object, limit: int = 300) -> str:
@@ -191,13 +183,16 @@ def _digest(hex_hash: str) -> bytes:
 # ----------------------------------------------------------------------------------------
 # the source
 # ----------------------------------------------------------------------------------------
-def iter_transcripts(paths: Iterable[str | Path]) -> Iterator[Document | Reject | Skipped]:
+def iter_transcripts(
+    paths: Iterable[str | Path], skip: SkipFn | None = None
+) -> Iterator[SourceItem]:
     """Each path is a file or a directory (searched recursively, sorted order for determinism).
 
     Files are chosen by extension; `*.info.json` / `*.meta.json` sidecars are metadata for
     the transcript beside them, not inputs. Two files giving the same source_id (the same
     video twice, e.g. in two languages) yield one Document: an identical one is Skipped, a
     different one Rejected, since one source_id can only hold one text downstream.
+    `skip(path)` may answer Unchanged for a file that need not be read again.
     """
     seen = Seen()
     for item in input_files(paths, lambda p: not _is_sidecar(p), SOURCE_TYPE):
@@ -211,6 +206,8 @@ def iter_transcripts(paths: Iterable[str | Path]) -> Iterator[Document | Reject 
                 SOURCE_TYPE,
                 "metadata sidecar, not a transcript (it is read with the transcript beside it)",
             )
+        elif skip is not None and (unchanged := skip(path, SOURCE_TYPE)) is not None:
+            yield unchanged
         else:
             yield _one(path, seen, boundary)
 
@@ -249,7 +246,7 @@ def _source_id_of(path: Path, boundary: Path | None = None) -> str:
         return _metadata(path, boundary)["source_id"]
     except Exception:  # a broken sidecar: fall back to what the name says
         named = _YTDLP_NAME.match(_LANG_SUFFIX.sub("", path.stem) or path.stem)
-        return f"youtube:{named['id']}" if named else f"file:{path_key(path)}"
+        return f"youtube:{named['id']}" if named else file_source_id(path)
 
 
 def _read_transcript(path: Path, boundary: Path | None = None) -> Document:
@@ -361,7 +358,7 @@ def _metadata(path: Path, boundary: Path | None = None) -> dict[str, Any]:
         source_id = f"youtube:{video_id}"
         url = url or WATCH_URL.format(video_id)
     else:
-        source_id = f"file:{path_key(path)}"
+        source_id = file_source_id(path)
     return {
         "source_id": source_id,
         "source_type": SOURCE_TYPE,

@@ -1,0 +1,178 @@
+"""Growth: does a run cost what changed, not what is stored? (issue 13, acceptance 1)
+
+    python -m benchmarks.growth [--documents N] [--scale 10] [--out FILE]
+
+At N and scale×N documents (transcripts and articles from `benchmarks.corpus`), with every
+vector already in the embedding cache (the hash embedder filled it under MiniLM's model id,
+so the model is never the cost), each step a fresh `corpusflow` process as a user runs it:
+cold ingest, no-op rerun (median of 3), `stats` (median of 3), `snapshot`; at scale×N also
+1% of documents edited (only those files rewritten). Peak RSS is each process's VmHWM.
+The load path is compared in this process: corpusflow's ingest from the cache into an empty
+Milvus Lite against a bare `client.upsert` loop of the same rows, same schema and index.
+Prints one JSON object and writes it to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import BIN, child_env, close_context, make_context, offline_environ
+from benchmarks.corpus import generate, pick_edits
+
+RUNS = 3
+
+
+def _params(root: Path, corpus: Path) -> None:
+    params = {
+        "sources": {
+            "transcripts": [str(corpus / "transcripts")],
+            "articles": [str(corpus / "articles")],
+        },
+        "comet": {"mode": "disabled"},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+def _cli(root: Path, *args: str) -> tuple[float, int, dict[str, Any]]:
+    """Seconds, peak RSS (KiB) and JSON output of one fresh `corpusflow` process."""
+    cmd = [sys.executable, "-m", "benchmarks.launcher", str(BIN / "corpusflow"), *args, "--json"]
+    started = time.perf_counter()
+    out = subprocess.run(cmd, cwd=root, env=child_env(), capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"corpusflow {' '.join(args)} failed: {out.stderr[-2000:]}")
+    lines = out.stdout.strip().splitlines()
+    peak = json.loads(lines[-1])["launcher"]["maxrss_kib"]
+    return seconds, peak, json.loads(lines[-2]) if len(lines) > 1 else {}
+
+
+def _prefill(root: Path, corpus: Path, scratch: str) -> int:
+    """Fill root's embedding cache with hash vectors under MiniLM's id (throwaway Milvus)."""
+    from benchmarks.fake_embedder import HashEmbedder
+    from corpusflow.config import LOCAL_MODEL_ID
+    from corpusflow.pipeline import ingest
+
+    ctx = make_context(
+        root / scratch,
+        HashEmbedder(model_id=LOCAL_MODEL_ID),
+        ingest={"cache": str(root / "data" / "embedding-cache.sqlite")},
+    )
+    try:
+        result = ingest(
+            ctx, sources=([str(corpus / "transcripts")], [str(corpus / "articles")], ())
+        )
+    finally:
+        close_context(ctx)
+    shutil.rmtree(root / scratch, ignore_errors=True)
+    return result.chunks
+
+
+def _apply_edits(corpus: Path, documents: int, seed: int) -> int:
+    """Rewrite only the files that 1% of edited documents change; the number of files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(tmp, documents, seed=seed, edits=pick_edits(documents, 0.01, seed))
+        changed = 0
+        for new in Path(tmp).rglob("*"):
+            old = corpus / new.relative_to(tmp)
+            if new.is_file() and not filecmp.cmp(new, old, shallow=False):
+                shutil.copyfile(new, old)
+                changed += 1
+    return changed
+
+
+def measure(work: Path, documents: int, seed: int, edit: bool) -> dict[str, Any]:
+    root = work / f"n{documents}"
+    corpus = root / "corpus"
+    generate(corpus, documents, seed=seed)
+    _params(root, corpus)
+    chunks = _prefill(root, corpus, "prefill")
+    if edit:  # the edited texts are in the cache too: the edit run embeds nothing new
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(tmp, documents, seed=seed, edits=pick_edits(documents, 0.01, seed))
+            _prefill(root, Path(tmp), "prefill-edit")
+    out: dict[str, Any] = {"documents": documents, "chunks": chunks}
+    out["cold_s"], out["cold_peak_kib"], cold = _cli(root, "ingest")
+    assert cold["embedded"] == 0, cold
+    noops = [_cli(root, "ingest") for _ in range(RUNS)]
+    assert all(r[2]["upserted"] == 0 for r in noops)
+    out["noop_s"] = statistics.median(r[0] for r in noops)
+    stats = [_cli(root, "stats") for _ in range(RUNS)]
+    out["stats_s"] = statistics.median(r[0] for r in stats)
+    assert stats[0][2]["records"] == chunks, stats[0][2]
+    out["snapshot_s"], out["snapshot_peak_kib"], _ = _cli(root, "snapshot", "--no-version")
+    if edit:
+        out["edited_files"] = _apply_edits(corpus, documents, seed)
+        out["edit_s"], _, edited = _cli(root, "ingest")
+        out["edit_result"] = {k: edited[k] for k in ("added", "updated", "deleted", "embedded")}
+    return out
+
+
+def load_path(work: Path, documents: int, seed: int) -> dict[str, Any]:
+    """corpusflow's load from the cache vs a bare upsert of the same rows (in this process)."""
+    from benchmarks.fake_embedder import HashEmbedder
+    from benchmarks.figures import _capture_upserts, bare_upsert
+    from corpusflow.pipeline import ingest
+
+    corpus = work / f"n{documents}" / "corpus"
+    src = ([str(corpus / "transcripts")], [str(corpus / "articles")], ())
+    embedder = HashEmbedder()
+    warm = make_context(work / "load-warm", embedder, ingest={"cache": str(work / "lc.sqlite")})
+    rows = _capture_upserts(warm)
+    ingest(warm, sources=src)
+    close_context(warm)
+    ctx = make_context(work / "load-cold", embedder, ingest={"cache": str(work / "lc.sqlite")})
+    started = time.perf_counter()
+    result = ingest(ctx, sources=src)
+    ours = time.perf_counter() - started
+    close_context(ctx)
+    bare = min(bare_upsert(work / "bare.db", rows, 384).values())
+    return {"rows": len(rows), "corpusflow_s": ours, "bare_s": bare, "embedded": result.embedded}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=300)
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--out", default="benchmarks/results/growth.json")
+    args = parser.parse_args(argv)
+    offline_environ()
+    with tempfile.TemporaryDirectory(prefix="corpusflow-growth-") as tmp:
+        work = Path(tmp)
+        small = measure(work, args.documents, args.seed, edit=False)
+        large = measure(work, args.documents * args.scale, args.seed, edit=True)
+        load = load_path(work, args.documents * args.scale, args.seed)
+    ratios = {
+        "noop_10n_over_n": large["noop_s"] / small["noop_s"],
+        "edit_1pct_over_cold_10n": large["edit_s"] / large["cold_s"],
+        "bare_over_corpusflow_load": load["bare_s"] / load["corpusflow_s"],
+        "ingest_peak_10n_over_n": large["cold_peak_kib"] / small["cold_peak_kib"],
+        "snapshot_peak_10n_over_n": large["snapshot_peak_kib"] / small["snapshot_peak_kib"],
+        "stats_10n_over_n": large["stats_s"] / small["stats_s"],
+    }
+    result = {
+        "n": small,
+        "10n": large,
+        "load": load,
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

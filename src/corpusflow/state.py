@@ -1,0 +1,582 @@
+"""What is stored where: a local record manager that Milvus can always overrule.
+
+Milvus holds the truth; this SQLite table (`ingest.state`) mirrors, per physical
+collection, each stored source (content hash, chunker hash, chunk ids, the input file it
+came from) and each input file's fingerprint, so a run looks up only what it touches and
+never parses a file that did not change. It is trusted only while it provably matches:
+
+- the collection carries two properties: `corpusflow.instance` (set once when it is first
+  seen: a dropped and rebuilt collection has another) and `corpusflow.epoch` (moved by every
+  run that writes). Both must equal the local copy, and Milvus' exact row count must equal
+  the sum of the local chunk counts; otherwise the table is rebuilt from Milvus;
+- each batch is journaled (`pending`) before it is written to Milvus and settled after, so a
+  kill -9 leaves only that batch's sources to re-read from Milvus, not the collection;
+- a run whose epoch was moved by another writer meanwhile leaves the table untrusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from corpusflow.ids import hash_value, input_key
+from corpusflow.models import Unchanged
+
+INSTANCE, EPOCH = "corpusflow.instance", "corpusflow.epoch"
+STATE_VERSION = 1  # bump when the table's meaning changes: old tables are rebuilt
+_FIELDS = ["id", "source_id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index"]
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('version', '{STATE_VERSION}');
+CREATE TABLE IF NOT EXISTS collections(
+    coll TEXT PRIMARY KEY, instance TEXT NOT NULL, epoch TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources(
+    coll TEXT NOT NULL, source_id TEXT NOT NULL, source_type TEXT NOT NULL,
+    doc_hash TEXT NOT NULL, chunker TEXT NOT NULL, n_chunks INTEGER NOT NULL,
+    ids TEXT NOT NULL, input TEXT NOT NULL,
+    PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sources_by_input ON sources(coll, input);
+CREATE TABLE IF NOT EXISTS pending(
+    coll TEXT NOT NULL, source_id TEXT NOT NULL, PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inputs(
+    coll TEXT NOT NULL, input TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    PRIMARY KEY (coll, input)) WITHOUT ROWID;
+"""
+MIXED = "mixed"  # doc_hash of a source whose stored rows disagree: never current
+
+
+class Stored(NamedTuple):
+    """One stored source, as the collection holds it."""
+
+    source_id: str
+    source_type: str
+    doc_hash: str
+    chunker: str
+    n_chunks: int
+    ids: tuple[str, ...]
+    input: str = ""
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+def input_of_id(source_id: str) -> str:
+    """The input file a `file:`/`csv:` id names (for ids rebuilt from Milvus)."""
+    if source_id.startswith("file:"):
+        return source_id[5:]
+    if source_id.startswith("csv:"):
+        return source_id[4:].rpartition(":")[0]
+    return ""
+
+
+class StateTable:
+    """The local mirror of one physical collection (see the module docstring)."""
+
+    def __init__(self, path: str, store: Any, physical: str, *, writable: bool = True):
+        self.store, self.physical, self.writable = store, physical, writable
+        self.coll = f"{store.identity}|{physical}"
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate_schema()
+        for table in ("seen", "met"):  # this run: sources met / met in unchanged inputs
+            self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table}(source_id TEXT PRIMARY KEY)")
+        self.epoch: str | None = None  # this run's epoch, once it writes
+        self.rebuilt = False
+
+    def _migrate_schema(self) -> None:
+        version = None
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            version = row[0] if row else None
+        except sqlite3.OperationalError:
+            pass
+        if version is not None and version != str(STATE_VERSION):
+            for table in ("collections", "sources", "pending", "inputs", "meta"):
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+        self.db.executescript(_SCHEMA)
+
+    # --- trust ---------------------------------------------------------------------------
+    def verify(self) -> bool:
+        """Make the table match Milvus (re-reading what is in doubt); True if it was trusted
+        as it stood."""
+        props = self.store.properties(self.physical)
+        instance, epoch = props.get(INSTANCE), props.get(EPOCH, "")
+        if instance is None and self.writable:
+            instance, epoch = _token(), _token()
+            if not self.store.set_properties(self.physical, {INSTANCE: instance, EPOCH: epoch}):
+                instance = None
+        local = self.db.execute(
+            "SELECT instance, epoch FROM collections WHERE coll=?", (self.coll,)
+        ).fetchone()
+        trusted = instance is not None and local == (instance, epoch)
+        if trusted:
+            self._settle_pending()
+            trusted = self.total_chunks() == self.store.row_count(self.physical)
+        if not trusted:
+            self.rebuild(instance or "", epoch)
+        return trusted
+
+    def _settle_pending(self) -> None:
+        """Sources of a batch a killed run was writing: read their rows back from Milvus."""
+        ids = [
+            r[0]
+            for r in self.db.execute("SELECT source_id FROM pending WHERE coll=?", (self.coll,))
+        ]
+        for i in range(0, len(ids), 100):
+            part = ids[i : i + 100]
+            rows = self.store.state_of(self.physical, part, _FIELDS)
+            with self._tx():
+                for sid in part:
+                    self._forget(sid)
+                    if rows[sid]:
+                        self._put(_aggregate(sid, rows[sid], self._old_input(sid)))
+                    self.db.execute(
+                        "DELETE FROM pending WHERE coll=? AND source_id=?", (self.coll, sid)
+                    )
+
+    def rebuild(self, instance: str, epoch: str) -> None:
+        """Re-read every stored source from Milvus (after a drop, a foreign write, a crash
+        outside a batch, or a first run against an existing collection)."""
+        self.rebuilt = True
+        with self._tx():
+            for table in ("sources", "pending", "inputs", "collections"):
+                self.db.execute(f"DELETE FROM {table} WHERE coll=?", (self.coll,))
+            self.db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS rows(source_id TEXT, id TEXT, source_type TEXT,"
+                " doc_hash TEXT, chunker TEXT, n_chunks INTEGER, chunk_index INTEGER)"
+            )
+            self.db.execute("DELETE FROM rows")
+            self.db.executemany(
+                "INSERT INTO rows VALUES (?,?,?,?,?,?,?)",
+                (
+                    (
+                        r["source_id"],
+                        r["id"],
+                        r["source_type"],
+                        r["doc_hash"],
+                        r["chunker"],
+                        r["n_chunks"],
+                        r["chunk_index"],
+                    )
+                    for r in self.store.iter_rows(self.physical, _FIELDS)
+                ),
+            )
+            self._aggregate_rows()
+            self.db.execute("DROP TABLE rows")
+            if instance:
+                self.db.execute(
+                    "INSERT INTO collections VALUES (?,?,?)", (self.coll, instance, epoch)
+                )
+
+    def _aggregate_rows(self) -> None:
+        query = """
+            SELECT source_id, min(source_type), min(doc_hash), max(doc_hash), min(chunker),
+                   max(chunker), min(n_chunks), max(n_chunks), count(*),
+                   json_group_array(id) FROM (SELECT * FROM rows ORDER BY source_id, chunk_index)
+            GROUP BY source_id"""
+        for sid, stype, h1, h2, c1, c2, n1, n2, count, ids in self.db.execute(query).fetchall():
+            consistent = h1 == h2 and c1 == c2 and n1 == n2 == count
+            self._put(
+                Stored(
+                    sid,
+                    stype,
+                    h1 if consistent else MIXED,
+                    c1,
+                    n1,
+                    tuple(json.loads(ids)),
+                    input_of_id(sid),
+                )
+            )
+
+    def claim(self) -> None:
+        """Before this run's first write: move the epoch (locally first, then in Milvus)."""
+        if self.epoch is not None or not self.writable:
+            return
+        self.epoch = _token()
+        instance = self.store.properties(self.physical).get(INSTANCE)
+        with self._tx():
+            self.db.execute("DELETE FROM collections WHERE coll=?", (self.coll,))
+            if instance is not None:
+                self.db.execute(
+                    "INSERT INTO collections VALUES (?,?,?)", (self.coll, instance, self.epoch)
+                )
+        self.store.set_properties(self.physical, {EPOCH: self.epoch})
+
+    def release(self) -> None:
+        """End of a writing run: if another writer moved the epoch meanwhile, what we hold
+        may miss its writes, so neither side may trust its table any more."""
+        if self.epoch is None:
+            return
+        if self.store.properties(self.physical).get(EPOCH) != self.epoch:
+            self.db.execute("DELETE FROM collections WHERE coll=?", (self.coll,))
+            self.store.set_properties(self.physical, {EPOCH: _token()})
+        self.epoch = None
+
+    # --- reads ---------------------------------------------------------------------------
+    def lookup(self, source_ids: Sequence[str]) -> dict[str, Stored]:
+        out: dict[str, Stored] = {}
+        for i in range(0, len(source_ids), 500):
+            part = list(source_ids[i : i + 500])
+            marks = ",".join("?" * len(part))
+            for row in self.db.execute(
+                "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input "
+                f"FROM sources WHERE coll=? AND source_id IN ({marks})",
+                (self.coll, *part),
+            ):
+                out[row[0]] = _stored(row)
+        return out
+
+    def total_chunks(self) -> int:
+        row = self.db.execute(
+            "SELECT coalesce(sum(n_chunks), 0) FROM sources WHERE coll=?", (self.coll,)
+        ).fetchone()
+        return int(row[0])
+
+    def all_sources(self) -> Iterator[Stored]:
+        cursor = self.db.execute(
+            "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input "
+            "FROM sources WHERE coll=? ORDER BY source_id",
+            (self.coll,),
+        )
+        yield from map(_stored, cursor)
+
+    def unseen(self) -> Iterator[Stored]:
+        """Stored sources this run has not met (what `full` cleanup removes)."""
+        cursor = self.db.execute(
+            "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input FROM sources"
+            " WHERE coll=? AND source_id NOT IN (SELECT source_id FROM temp.seen)",
+            (self.coll,),
+        )
+        yield from map(_stored, cursor.fetchall())
+
+    # --- inputs (fingerprints) --------------------------------------------------------------
+    def unchanged_input(
+        self, input: str, fingerprint: str, chunker: str
+    ) -> tuple[str, int, int] | None:
+        """(source type, documents, chunks) of an input whose fingerprint matches and whose
+        every source is current for `chunker`; its sources count as seen. None otherwise."""
+        row = self.db.execute(
+            "SELECT fingerprint FROM inputs WHERE coll=? AND input=?", (self.coll, input)
+        ).fetchone()
+        if row is None or row[0] != fingerprint:
+            return None
+        agg = self.db.execute(
+            "SELECT min(source_type), count(*), coalesce(sum(n_chunks), 0),"
+            " sum(chunker != ? OR doc_hash = ?) FROM sources WHERE coll=? AND input=?",
+            (chunker, MIXED, self.coll, input),
+        ).fetchone()
+        if not agg[1] or agg[3]:
+            return None
+        for table in ("seen", "met"):
+            self.db.execute(
+                f"INSERT OR IGNORE INTO temp.{table} SELECT source_id FROM sources"
+                " WHERE coll=? AND input=?",
+                (self.coll, input),
+            )
+        return agg[0], int(agg[1]), int(agg[2])
+
+    def record_input(self, input: str, fingerprint: str) -> None:
+        """An input fully parsed and stored: its fingerprint, and only this run's sources."""
+        if not self.writable:
+            return
+        with self._tx():
+            self.db.execute(
+                "UPDATE sources SET input='' WHERE coll=? AND input=?"
+                " AND source_id NOT IN (SELECT source_id FROM temp.seen)",
+                (self.coll, input),
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO inputs VALUES (?,?,?)", (self.coll, input, fingerprint)
+            )
+
+    def forget_input(self, input: str) -> None:
+        if self.writable:
+            self.db.execute("DELETE FROM inputs WHERE coll=? AND input=?", (self.coll, input))
+
+    def see(self, source_ids: Iterable[str]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO temp.seen VALUES (?)", ((s,) for s in source_ids)
+        )
+
+    def seen(self, source_id: str) -> bool:
+        return self._has("seen", source_id)
+
+    def met(self, source_id: str) -> bool:
+        """Met in an unchanged input this run (a document with this id elsewhere clashes)."""
+        return self._has("met", source_id)
+
+    def _has(self, table: str, source_id: str) -> bool:
+        row = self.db.execute(f"SELECT 1 FROM temp.{table} WHERE source_id=?", (source_id,))
+        return row.fetchone() is not None
+
+    def see_input(self, input: str) -> None:
+        """A whole input was rejected: every stored source of it (or under it) is kept."""
+        prefix = input.rstrip("/") + "/"
+        self.db.execute(
+            "INSERT OR IGNORE INTO temp.seen SELECT source_id FROM sources WHERE coll=?"
+            " AND (input=? OR substr(input, 1, ?)=?)",
+            (self.coll, input, len(prefix), prefix),
+        )
+
+    # --- writes (journaled around each Milvus batch) ------------------------------------
+    def begin(self, source_ids: Iterable[str]) -> None:
+        if self.writable:
+            self.claim()
+            with self._tx():
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO pending VALUES (?,?)",
+                    ((self.coll, s) for s in source_ids),
+                )
+
+    def settle(self, written: Iterable[Stored], removed: Iterable[str] = ()) -> None:
+        if not self.writable:
+            return
+        with self._tx():
+            for item in written:
+                self._forget(item.source_id)
+                self._put(item)
+            for sid in removed:
+                self._forget(sid)
+            self.db.execute("DELETE FROM pending WHERE coll=?", (self.coll,))
+
+    def set_input(self, source_ids: Sequence[str], input: str) -> None:
+        if self.writable and input:
+            self.db.executemany(
+                "UPDATE sources SET input=? WHERE coll=? AND source_id=? AND input!=?",
+                ((input, self.coll, s, input) for s in source_ids),
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- helpers -------------------------------------------------------------------------
+    def _tx(self):
+        return _Tx(self.db)
+
+    def _put(self, s: Stored) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?,?,?,?)",
+            (
+                self.coll,
+                s.source_id,
+                s.source_type,
+                s.doc_hash,
+                s.chunker,
+                s.n_chunks,
+                json.dumps(list(s.ids)),
+                s.input,
+            ),
+        )
+
+    def _forget(self, source_id: str) -> None:
+        self.db.execute("DELETE FROM sources WHERE coll=? AND source_id=?", (self.coll, source_id))
+
+    def _old_input(self, source_id: str) -> str:
+        row = self.db.execute(
+            "SELECT input FROM sources WHERE coll=? AND source_id=?", (self.coll, source_id)
+        ).fetchone()
+        return row[0] if row else input_of_id(source_id)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _stored(row: Sequence[Any]) -> Stored:
+    return Stored(row[0], row[1], row[2], row[3], int(row[4]), tuple(json.loads(row[5])), row[6])
+
+
+def _aggregate(source_id: str, rows: list[dict[str, Any]], input: str) -> Stored:
+    rows = sorted(rows, key=lambda r: r["chunk_index"])
+    first = rows[0]
+    consistent = (
+        all(
+            r["doc_hash"] == first["doc_hash"]
+            and r["chunker"] == first["chunker"]
+            and r["n_chunks"] == first["n_chunks"]
+            for r in rows
+        )
+        and len(rows) == first["n_chunks"]
+    )
+    return Stored(
+        source_id,
+        first["source_type"],
+        first["doc_hash"] if consistent else MIXED,
+        first["chunker"],
+        int(first["n_chunks"]),
+        tuple(r["id"] for r in rows),
+        input,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# fingerprints
+# ----------------------------------------------------------------------------------------
+def _stat_part(path: Path) -> list[Any] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+class Fingerprints:
+    """Input fingerprints for one run: what would make re-reading a file give other
+    documents. A file's own stat (size, mtime, ctime, inode, as DVC's state does), the stats
+    of every metadata sidecar that could belong to it (any `*.info.json`/`*.meta.json` beside
+    it sharing its name up to the first dot), and a salt: the code that parses inputs and the
+    settings it reads, so a new parser or column mapping re-reads every input once."""
+
+    def __init__(self, settings: Any):
+        package = Path(__file__).parent / "sources"
+        code = [(p.name, p.read_bytes()) for p in sorted(package.glob("*.py"))]
+        code.append(("models.py", Path(__file__).with_name("models.py").read_bytes()))
+        self.salt = hash_value([[n, hashlib.sha256(b).hexdigest()] for n, b in code] + [settings])
+        self._sidecars: dict[Path, list[str]] = {}
+
+    def of(self, path: Path) -> str | None:
+        """The fingerprint of `path`, or None if it is not a readable regular file."""
+        own = _stat_part(path)
+        if own is None or not path.is_file():
+            return None
+        prefix = path.name.split(".", 1)[0]
+        sidecars = [
+            _stat_part(path.parent / name)
+            for name in self._sidecar_names(path.parent)
+            if name.startswith(prefix)
+        ]
+        return hash_value([self.salt, own, sidecars])
+
+    def _sidecar_names(self, folder: Path) -> list[str]:
+        if folder not in self._sidecars:  # one listing per directory per run
+            try:
+                names = sorted(
+                    n
+                    for n in os.listdir(folder)
+                    if n.lower().endswith((".info.json", ".meta.json"))
+                )
+            except OSError:
+                names = []
+            self._sidecars[folder] = names
+        return self._sidecars[folder]
+
+
+# ----------------------------------------------------------------------------------------
+# inputs: which file each document came from, and when a file is done
+# ----------------------------------------------------------------------------------------
+class Inputs:
+    """Follows the input files of one run through the pipeline.
+
+    Sources call `skip(path, type)` before reading each file; an unchanged one is answered
+    with `Unchanged` and not read. The documents the Screener yields next belong to that
+    file. Once every document of a file is loaded, and the file gave no reject and no
+    duplicate, its fingerprint is recorded, so the next run skips it.
+    """
+
+    def __init__(self, state: StateTable, chunker: str, settings: Any):
+        self.state, self.chunker = state, chunker
+        self.prints = Fingerprints(
+            settings.model_dump() if hasattr(settings, "model_dump") else settings
+        )
+        self.current = ""  # the input being read
+        self.fingerprint: dict[str, str] = {}  # input -> fingerprint taken before reading it
+        self.pending: dict[str, int] = {}  # input -> its documents not yet loaded
+        self.ended: list[str] = []  # inputs read to the end, waiting for their documents
+        self.impure: set[str] = set()  # inputs that gave a reject or duplicate this run
+        self.of_doc: dict[str, str] = {}  # source id -> input, until planned
+
+    def skip(self, path: Path, source_type: str) -> Unchanged | None:
+        self._end_current()
+        key = input_key(path)
+        fp = self.prints.of(path)
+        self.current = key
+        if fp is None:
+            return None
+        found = self.state.unchanged_input(key, fp, self.chunker)
+        if found is None:
+            self.fingerprint[key] = fp
+            return None
+        stype, documents, chunks = found
+        self.current = ""
+        return Unchanged(str(path), stype, key, documents, chunks)
+
+    def document(self, doc: Any) -> None:
+        self.state.see([doc.source_id])
+        self.of_doc[doc.source_id] = self.current
+        if self.current:
+            self.pending[self.current] = self.pending.get(self.current, 0) + 1
+
+    def input_of(self, doc: Any) -> str:
+        """The input a document came from: the file being read when it was screened, or
+        (items not read through `skip`) what its id or origin names."""
+        found = self.of_doc.pop(doc.source_id, "")
+        if found or not doc.origin:
+            return found
+        return input_of_id(doc.source_id) or input_key(doc.origin.rsplit(" row ", 1)[0])
+
+    def met_unchanged(self, source_id: str) -> bool:
+        return self.state.met(source_id)
+
+    def rejected(self, item: Any) -> None:
+        if item.source_id:
+            self.state.see([item.source_id])
+        whole = not item.locator and item.source
+        key = input_key(item.source) if whole else self.current
+        self.impure.add(key)
+        if whole:
+            self.state.see_input(key)
+
+    def impure_input(self, input: str) -> None:
+        self.impure.add(input)
+
+    def duplicate(self, item: Any) -> None:
+        self.impure.add(self.current)
+
+    def loaded(self, inputs: Iterable[str]) -> None:
+        for key in inputs:
+            if key in self.pending:
+                self.pending[key] -= 1
+        self._record_done()
+
+    def close(self) -> None:
+        self._end_current()
+        self._record_done()
+
+    def _end_current(self) -> None:
+        if self.current:
+            self.ended.append(self.current)
+            self.pending.setdefault(self.current, 0)
+        self.current = ""
+
+    def _record_done(self) -> None:
+        waiting = []
+        for key in self.ended:
+            if self.pending.get(key, 0) > 0:
+                waiting.append(key)
+                continue
+            self.pending.pop(key, None)
+            fp = self.fingerprint.pop(key, None)
+            if key in self.impure or fp is None:
+                self.state.forget_input(key)
+            else:
+                self.state.record_input(key, fp)
+        self.ended = waiting

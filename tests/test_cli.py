@@ -15,6 +15,7 @@ from conftest import CLI, REPO, SAMPLE
 from corpusflow.config import load_params
 from corpusflow.pipeline import Context, search
 
+ART = "csv:data/raw/articles/articles.csv:"  # ids are relative to the project root
 # One paraphrase per sample document: its meaning, not its distinctive words.
 PARAPHRASES = {
     "youtube:Sd0ugh8read": "how do I keep a wild yeast starter alive",
@@ -26,17 +27,16 @@ PARAPHRASES = {
     "kept in a garden box from spring until the cold months",
     "file:data/raw/transcripts/marathon-training.txt": "how should a first-timer prepare for a 42 "
     "kilometre road race",
-    "csv:data/raw/articles/articles.csv:reef-001": "why are tropical underwater ecosystems losing their colour as seas "
+    ART + "reef-001": "why are tropical underwater ecosystems losing their colour as seas "
     "get hotter",
-    "csv:data/raw/articles/articles.csv:qc-002": "how can machines exploiting the odd physics of tiny particles solve "
+    ART + "qc-002": "how can machines exploiting the odd physics of tiny particles solve "
     "some problems faster",
-    "csv:data/raw/articles/articles.csv:castle-003": "how did lords in the middle ages protect their fortresses from "
-    "attackers",
+    ART + "castle-003": "how did lords in the middle ages protect their fortresses from attackers",
     "Composting at home, step by step": "turning food leftovers and fallen foliage into "
     "fertiliser for the vegetable patch",
-    "csv:data/raw/articles/articles.csv:jazz-005": "how did improvised African American music evolve from the early "
+    ART + "jazz-005": "how did improvised African American music evolve from the early "
     "1900s to the postwar era",
-    "csv:data/raw/articles/articles.csv:print-006": "how did mechanically reproducing books change reading and religion "
+    ART + "print-006": "how did mechanically reproducing books change reading and religion "
     "in fifteenth-century Europe",
 }
 

@@ -116,7 +116,7 @@ def test_full_cleanup_keeps_and_drops_exactly_by_source_id(make_ctx, tmp_path):
     write_csv(src, [rows[0], (HOSTILE_IDS[0], HOSTILE_TITLE, "")])
     protected = ingest(ctx, extract(ctx.params, articles=[str(src)]), cleanup="full")
     assert protected.rejected == 1 and protected.deleted == 0
-    assert {r["source_id"] for r in records(ctx).values()} == {keep, "csv:news:plain0"}
+    assert {r["source_id"] for r in records(ctx).values()} == {keep, sid_of("plain0", src)}
 
 
 def _row(source_id: str, n: int) -> dict:

@@ -190,19 +190,21 @@ def test_json_unknown_layout_invalid_json_and_reversed_whisper(tmp_path):
 
 def test_txt_and_file_source_ids(tmp_path, monkeypatch):
     inside = write(tmp_path / "notes" / "marathon-plan.txt", "Long runs first.\r\nThen taper.\r\n")
+    write(tmp_path / "params.yaml", "{}\n")  # the project root: ids are relative to it
     monkeypatch.chdir(tmp_path)
     doc = one([Path("notes")])
     assert isinstance(doc, Document)
     assert doc.text == "Long runs first.\nThen taper." and doc.segments == ()
     assert doc.source_id == "file:notes/marathon-plan.txt"
     assert doc.title == "marathon-plan" and doc.url == ""
-    # the same file named by an absolute path inside the cwd gets the same id
+    # the same file named by an absolute path, or from a subdirectory, gets the same id
     assert one([inside]).source_id == "file:notes/marathon-plan.txt"
-    # outside the working directory: absolute posix path
-    monkeypatch.chdir(inside.parent / "..")
+    monkeypatch.chdir(tmp_path / "notes")
+    assert one([Path("../notes/./marathon-plan.txt")]).source_id == "file:notes/marathon-plan.txt"
+    # outside the project root: the absolute, resolved posix path
     elsewhere = tmp_path.parent / f"{tmp_path.name}-other"
     outside = write(elsewhere / "run.txt", "Easy pace.")
-    assert one([outside]).source_id == f"file:{Path(os.path.abspath(outside)).as_posix()}"
+    assert one([outside]).source_id == f"file:{Path(os.path.realpath(outside)).as_posix()}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -326,7 +328,7 @@ def test_rejected_transcript_keeps_its_source_id(tmp_path):
     write(tmp_path / "x.meta.json", "[oops")
     sidecar = one([write(tmp_path / "x.vtt", "WEBVTT\n")])
     assert isinstance(sidecar, Reject) and "x.meta.json" in sidecar.reason
-    assert sidecar.source_id == f"file:{Path(os.path.abspath(tmp_path / 'x.vtt')).as_posix()}"
+    assert sidecar.source_id == f"file:{Path(os.path.realpath(tmp_path / 'x.vtt')).as_posix()}"
 
 
 def test_duplicate_transcripts(tmp_path):
@@ -366,13 +368,16 @@ def test_csv_quoted_commas_and_embedded_newlines(tmp_path):
     assert first.text == 'Corals bleach, then starve.\nSecond paragraph, with "quotes".'
     assert first.title == "Reefs, heat and algae"
     assert (first.source_id, first.author, first.url, first.published) == (
-        "csv:news:a1",
+        f"csv:{(tmp_path / 'news.csv').resolve().as_posix()}:a1",
         "Maya",
         "https://x.org/reef",
         "2024-03-12",
     )
     assert first.source_type == "article" and first.origin == f"{path} row 1"
-    assert second.source_id == "csv:news:a2" and second.origin == f"{path} row 2"
+    assert (
+        second.source_id == f"csv:{(tmp_path / 'news.csv').resolve().as_posix()}:a2"
+        and second.origin == f"{path} row 2"
+    )
 
 
 def test_csv_column_autodetect_and_override(tmp_path):
@@ -383,7 +388,7 @@ def test_csv_column_autodetect_and_override(tmp_path):
     )
     (auto,) = arts([path])
     assert (auto.source_id, auto.title, auto.author, auto.url, auto.published, auto.text) == (
-        "csv:feed:7",
+        f"csv:{(tmp_path / 'feed.csv').resolve().as_posix()}:7",
         "Jazz",
         "Marcus",
         "https://x.org/jazz",
@@ -436,7 +441,10 @@ def test_csv_empty_text_ragged_rows_and_nul(tmp_path):
     ]
     assert items[-1].text == "badbytes"  # NULs are stripped silently
     # an empty text keeps its source id, so a full cleanup keeps the stored article
-    assert items[2].source_id == "csv:r:3" and items[1].source_id == ""
+    assert (
+        items[2].source_id == f"csv:{(tmp_path / 'r.csv').resolve().as_posix()}:3"
+        and items[1].source_id == ""
+    )
 
 
 def test_csv_duplicates(tmp_path):
@@ -448,7 +456,10 @@ def test_csv_duplicates(tmp_path):
     assert [type(i).__name__ for i in items] == ["Document", "Document", "Skipped", "Reject"]
     assert items[2].reason == "duplicate of row 1" and items[2].locator == "row 3"
     assert items[3].reason == "duplicate id 1 with different text (first seen in row 1)"
-    assert items[3].locator == "row 4" and items[3].source_id == "csv:d:1"
+    assert (
+        items[3].locator == "row 4"
+        and items[3].source_id == f"csv:{(tmp_path / 'd.csv').resolve().as_posix()}:1"
+    )
 
 
 def test_csv_key_without_id(tmp_path):
@@ -458,9 +469,9 @@ def test_csv_key_without_id(tmp_path):
     )
     docs = arts([path])
     assert [d.source_id for d in docs] == [
-        f"csv:noid:{sha256_text('https://x.org/1')[:16]}",
-        f"csv:noid:{sha256_text('T2')[:16]}",
-        f"csv:noid:{sha256_text('three')[:16]}",
+        f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:{sha256_text('https://x.org/1')[:16]}",
+        f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:{sha256_text('T2')[:16]}",
+        f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:{sha256_text('three')[:16]}",
     ]
 
 
@@ -499,7 +510,11 @@ def test_csv_tiny_block_size_streams_the_same(tmp_path):
         large[41].origin == f"{path} row 42"
         and large[41].text == "line one, 42\nline two\n\nline four"
     )
-    assert large[-1].source_id == "csv:many:999" and large[-1].text.startswith("a long paragraph")
+    assert large[
+        -1
+    ].source_id == f"csv:{(tmp_path / 'many.csv').resolve().as_posix()}:999" and large[
+        -1
+    ].text.startswith("a long paragraph")
 
 
 def test_csv_is_streamed_rows_before_a_bad_block_survive(tmp_path):
@@ -535,7 +550,9 @@ def test_csv_file_level_rejects(tmp_path):
 def test_csv_bom_and_crlf(tmp_path):
     data = codecs.BOM_UTF8 + b'ID,Text\r\n1,"a\r\nb"\r\n'
     (doc,) = arts([write(tmp_path / "w.csv", data)])
-    assert doc.source_id == "csv:w:1" and doc.text == "a\nb"
+    assert (
+        doc.source_id == f"csv:{(tmp_path / 'w.csv').resolve().as_posix()}:1" and doc.text == "a\nb"
+    )
 
 
 def test_csv_huge_row_retry_gives_up_cleanly(tmp_path, monkeypatch):

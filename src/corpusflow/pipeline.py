@@ -20,6 +20,7 @@ from corpusflow.chunking import Chunker, ChunkerSpec, resolve_spec
 from corpusflow.config import Env, Params
 from corpusflow.embedding import Embedder, make_embedder
 from corpusflow.embedding.cache import EmbeddingCache
+from corpusflow.memo import Memo
 from corpusflow.models import (
     Chunk,
     Document,
@@ -65,6 +66,7 @@ class Context:
     _store: MilvusStore | None = None
     _cache: EmbeddingCache | None = None
     _states: list[StateTable] = field(default_factory=list)
+    _memo: Memo | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -86,6 +88,13 @@ class Context:
         if self._cache is None:
             self._cache = EmbeddingCache(self.params.ingest.cache)
         return self._cache
+
+    def memo(self, writable: bool = True) -> Memo:
+        """Parsed documents and chunk lists kept by what they derive from (memo.py)."""
+        if self._memo is None:
+            self._memo = Memo(self.params.ingest.state)
+        self._memo.writable = writable
+        return self._memo
 
     def state_of(self, physical: str, writable: bool = True) -> StateTable:
         """The local record of `physical`, checked against Milvus (rebuilt if it differs)."""
@@ -112,6 +121,9 @@ class Context:
     def close(self) -> None:
         while self._states:
             self._states.pop().close()
+        if self._memo is not None:
+            self._memo.close()
+            self._memo = None
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -437,7 +449,10 @@ class Ingestion:
             ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
             self.exists = True
         self.state = ctx.state_of(self.target, writable=not dry_run) if self.exists else None
-        self.inputs = Inputs(self.state, self.spec.digest, params.sources) if self.state else None
+        self.memo = ctx.memo(writable=not dry_run)
+        self.inputs = (
+            Inputs(self.state, self.spec.digest, params.sources, self.memo) if self.state else None
+        )
         self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
         self.screener = Screener(self.result, rejects, on_reject, self.inputs)
@@ -458,6 +473,7 @@ class Ingestion:
         r, spec = self.result, self.spec
         stored = self.state.lookup([d.source_id for d in batch]) if self.state else {}
         plan = BatchPlan()
+        cut: list[tuple[str, str, list[Chunk]]] = []  # chunked now: kept for next time
         for doc in batch:
             old = stored.get(doc.source_id)
             plan.inputs.append(self.inputs.input_of(doc) if self.inputs else "")
@@ -471,7 +487,10 @@ class Ingestion:
                 r.chunks += old.n_chunks
                 r.skipped += old.n_chunks
                 continue
-            chunks = self.chunker.split(doc)
+            chunks = self.memo.chunks(doc.content_hash, spec.digest)
+            if chunks is None:
+                chunks = self.chunker.split(doc)
+                cut.append((doc.content_hash, spec.digest, chunks))
             if not chunks:
                 why = "no text left to index"
                 self.reject(Reject(doc.origin, doc.source_type, why, source_id=doc.source_id), True)
@@ -494,6 +513,7 @@ class Ingestion:
                 Stored(doc.source_id, doc.source_type, doc.content_hash, spec.digest,
                        len(chunks), tuple(c.id for c in chunks), plan.inputs[-1])
             )
+        self.memo.put_chunks(cut)
         if self.progress:
             self.progress("documents", len(batch))
         return plan

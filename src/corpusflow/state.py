@@ -271,7 +271,8 @@ class StateTable:
             return None
         agg = self.db.execute(
             "SELECT min(source_type), count(*), coalesce(sum(n_chunks), 0),"
-            " sum(chunker != ? OR doc_hash = ?) FROM sources WHERE coll=? AND input=?",
+            " sum(chunker != ? OR doc_hash = ?) FROM sources INDEXED BY sources_by_input"
+            " WHERE coll=? AND input=?",
             (chunker, MIXED, self.coll, input),
         ).fetchone()
         if not agg[1] or agg[3]:
@@ -279,7 +280,7 @@ class StateTable:
         for table in ("seen", "met"):
             self.db.execute(
                 f"INSERT OR IGNORE INTO temp.{table} SELECT source_id FROM sources"
-                " WHERE coll=? AND input=?",
+                " INDEXED BY sources_by_input WHERE coll=? AND input=?",
                 (self.coll, input),
             )
         return agg[0], int(agg[1]), int(agg[2])
@@ -290,7 +291,7 @@ class StateTable:
             return
         with self._tx():
             self.db.execute(
-                "UPDATE sources SET input='' WHERE coll=? AND input=?"
+                "UPDATE sources INDEXED BY sources_by_input SET input='' WHERE coll=? AND input=?"
                 " AND source_id NOT IN (SELECT source_id FROM temp.seen)",
                 (self.coll, input),
             )
@@ -322,9 +323,9 @@ class StateTable:
         """A whole input was rejected: every stored source of it (or under it) is kept."""
         prefix = input.rstrip("/") + "/"
         self.db.execute(
-            "INSERT OR IGNORE INTO temp.seen SELECT source_id FROM sources WHERE coll=?"
-            " AND (input=? OR substr(input, 1, ?)=?)",
-            (self.coll, input, len(prefix), prefix),
+            "INSERT OR IGNORE INTO temp.seen SELECT source_id FROM sources"
+            " INDEXED BY sources_by_input WHERE coll=? AND (input=? OR (input>=? AND input<?))",
+            (self.coll, input, prefix, prefix + "\U0010ffff"),
         )
 
     # --- writes (journaled around each Milvus batch) ------------------------------------
@@ -492,8 +493,9 @@ class Inputs:
     duplicate, its fingerprint is recorded, so the next run skips it.
     """
 
-    def __init__(self, state: StateTable, chunker: str, settings: Any):
-        self.state, self.chunker = state, chunker
+    def __init__(self, state: StateTable, chunker: str, settings: Any, memo: Any = None):
+        self.state, self.chunker, self.memo = state, chunker, memo
+        self.parsed: list[Any] | None = None  # documents of the input being parsed, to memo
         self.prints = Fingerprints(
             settings.model_dump() if hasattr(settings, "model_dump") else settings
         )
@@ -504,7 +506,9 @@ class Inputs:
         self.impure: set[str] = set()  # inputs that gave a reject or duplicate this run
         self.of_doc: dict[str, str] = {}  # source id -> input, until planned
 
-    def skip(self, path: Path, source_type: str) -> Unchanged | None:
+    def skip(self, path: Path, source_type: str) -> list[Any] | None:
+        """What to yield instead of reading `path`: [Unchanged], its memoized documents, or
+        None (read it)."""
         self._end_current()
         key = input_key(path)
         fp = self.prints.of(path)
@@ -512,14 +516,19 @@ class Inputs:
         if fp is None:
             return None
         found = self.state.unchanged_input(key, fp, self.chunker)
-        if found is None:
-            self.fingerprint[key] = fp
-            return None
-        stype, documents, chunks = found
-        self.current = ""
-        return Unchanged(str(path), stype, key, documents, chunks)
+        if found is not None:
+            stype, documents, chunks = found
+            self.current = ""
+            return [Unchanged(str(path), stype, key, documents, chunks)]
+        self.fingerprint[key] = fp
+        docs = self.memo.documents(fp) if self.memo is not None else None
+        if docs is None:
+            self.parsed = []
+        return docs
 
     def document(self, doc: Any) -> None:
+        if self.parsed is not None:
+            self.parsed.append(doc)
         self.state.see([doc.source_id])
         self.of_doc[doc.source_id] = self.current
         if self.current:
@@ -562,6 +571,10 @@ class Inputs:
         self._record_done()
 
     def _end_current(self) -> None:
+        parsed, self.parsed = self.parsed, None
+        key = self.current
+        if parsed and key not in self.impure and key in self.fingerprint:
+            self.memo.put_documents(self.fingerprint[key], parsed)
         if self.current:
             self.ended.append(self.current)
             self.pending.setdefault(self.current, 0)

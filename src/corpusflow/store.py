@@ -170,7 +170,8 @@ class MilvusStore:
                     raise
         if not created:  # another writer may be between creating the collection and its index
             _wait_for(lambda: bool(self.client.list_indexes(name)))
-        self.load(name)
+        # not loaded here: writes need no load, and loading builds the vector index in memory
+        # (seconds and hundreds of MB at 30k rows); reads load on first use
         return created
 
     def load(self, name: str) -> None:

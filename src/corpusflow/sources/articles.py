@@ -85,8 +85,8 @@ def iter_articles(
         if outside := escapes(path, boundary):
             yield Reject(str(path), SOURCE_TYPE, outside)
             continue
-        if skip is not None and (unchanged := skip(path, SOURCE_TYPE)) is not None:
-            yield unchanged
+        if skip is not None and (instead := skip(path, SOURCE_TYPE)) is not None:
+            yield from instead
             continue
         try:
             yield from _read_csv(path, columns, max(int(block_size), 1 << 8), seen)

@@ -44,10 +44,11 @@ import webvtt
 from webvtt.errors import MalformedCaptionError, MalformedFileError
 
 from corpusflow.ids import file_source_id, sha256_text
-from corpusflow.models import Document, Reject, Segment, Skipped, SourceItem, Unchanged
+from corpusflow.models import Document, Reject, Segment, Skipped, SourceItem
 
 SOURCE_TYPE = "transcript"
-SkipFn = Callable[[Path, str], Unchanged | None]  # (file, source type) -> not to be read
+# (file, source type) -> the items to yield instead of reading it (e.g. [Unchanged]), or None
+SkipFn = Callable[[Path, str], "list[SourceItem] | None"]
 EXTENSIONS = (".vtt", ".srt", ".json", ".txt")
 SIDECAR_SUFFIXES = (".info.json", ".meta.json")
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
@@ -192,7 +193,7 @@ def iter_transcripts(
     the transcript beside them, not inputs. Two files giving the same source_id (the same
     video twice, e.g. in two languages) yield one Document: an identical one is Skipped, a
     different one Rejected, since one source_id can only hold one text downstream.
-    `skip(path)` may answer Unchanged for a file that need not be read again.
+    `skip(path, type)` may give the items to yield instead of reading a file (Unchanged).
     """
     seen = Seen()
     for item in input_files(paths, lambda p: not _is_sidecar(p), SOURCE_TYPE):
@@ -206,8 +207,8 @@ def iter_transcripts(
                 SOURCE_TYPE,
                 "metadata sidecar, not a transcript (it is read with the transcript beside it)",
             )
-        elif skip is not None and (unchanged := skip(path, SOURCE_TYPE)) is not None:
-            yield unchanged
+        elif skip is not None and (instead := skip(path, SOURCE_TYPE)) is not None:
+            yield from instead
         else:
             yield _one(path, seen, boundary)
 

@@ -8,6 +8,7 @@ corpusflow.pipeline, the tasks in flows/tasks.py.
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -20,15 +21,14 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from prefect import flow, get_run_logger, runtime  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from corpusflow.config import ConfigError, load_params  # noqa: E402
 from corpusflow.models import Document, Reject  # noqa: E402
-from corpusflow.pipeline import Context, IngestResult, PipelineError  # noqa: E402
-from flows import tasks  # noqa: E402
+from corpusflow.pipeline import Context, PipelineError  # noqa: E402
+from flows import artifacts, tasks  # noqa: E402
 
-ARTIFACT_KEY = "ingest-summary"
-REJECT_LINES = 20  # rejects shown in the artifact; all of them are in data/rejects.jsonl
+ARTIFACT_KEY = artifacts.SUMMARY_KEY
+NAMED_SOURCES = 3  # sources spelled out in a run's name; the rest are "+N"
 
 
 def _run_id() -> str:
@@ -38,6 +38,26 @@ def _run_id() -> str:
     return f"{when.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fid}"
 
 
+def describe_sources(parameters: dict[str, Any]) -> str:
+    """`a.vtt, b.srt +2` for the named sources, `params.yaml` when none are named."""
+    named = [
+        Path(str(s)).name or str(s)
+        for key in ("transcripts", "articles", "youtube")
+        for s in parameters.get(key) or []
+    ]
+    if not named:
+        return Path(str(parameters.get("params_file") or "params.yaml")).name
+    more = f" +{len(named) - NAMED_SOURCES}" if len(named) > NAMED_SOURCES else ""
+    return ", ".join(named[:NAMED_SOURCES]) + more
+
+
+def run_name() -> str:
+    """The flow run's name in the UI: the corpusflow run id (also in Milvus' `run_id`, the
+    rejects file and the snapshot manifest) and what it ingests."""
+    dry = " (dry run)" if runtime.flow_run.parameters.get("dry_run") else ""
+    return f"{_run_id()} · {describe_sources(runtime.flow_run.parameters)}{dry}"
+
+
 def _batches(docs: list[Document], n: int) -> list[list[Document]]:
     it = iter(docs)
     return [b for b in iter(lambda: list(islice(it, n)), [])]
@@ -45,6 +65,7 @@ def _batches(docs: list[Document], n: int) -> list[list[Document]]:
 
 @flow(
     name="ingest",
+    flow_run_name=run_name,
     description="Pull transcripts and articles, chunk, embed, upsert into Milvus, snapshot.",
     retries=1,
     retry_delay_seconds=15,
@@ -57,6 +78,7 @@ def ingest(
     cleanup: Literal["incremental", "full"] | None = None,
     params_file: str | None = None,
     dry_run: bool = False,
+    snapshot: bool = True,
     task_runner: Literal["thread", "dask"] = "thread",
     dask_address: str | None = None,
     milvus_wait_seconds: float = 120.0,
@@ -70,6 +92,7 @@ def ingest(
         cleanup: "incremental" (default from params) or "full" (drop sources absent here).
         params_file: params file (default: ./params.yaml if present, relative to the repo).
         dry_run: count what would change; change nothing, write no snapshot.
+        snapshot: write and version a snapshot after loading (the `watch` flow's runs don't).
         task_runner: "thread" runs the model in the flow process; "dask" runs the model calls
             on a Dask cluster (`dask_address`, or a LocalCluster of 2 processes).
         dask_address: scheduler address, e.g. tcp://127.0.0.1:8786.
@@ -89,40 +112,43 @@ def ingest(
             "nothing to ingest: give transcripts, articles or youtube (or sources in params.yaml)"
         )
     run_id = _run_id()
+    started = time.monotonic()
+    progress = artifacts.RunProgress(run_id)
+    rejected: list[Reject] = []
+
+    def on_reject(r: Reject) -> None:
+        rejected.append(r)
+        logger.warning(r.line())
+
     cached_batches = 0
     ctx = Context(params, _embedder=tasks.local_embedder(params.embedding))
     try:
         items = tasks.extract_files(params, transcripts or [], articles or [])
         if youtube:
             items += tasks.fetch_youtube(params, youtube)
-
-        def on_reject(r: Reject) -> None:
-            logger.warning(r.line())
-
         opener = tasks.open_ingestion.with_options(
             retries=len(tasks.milvus_wait_delays(milvus_wait_seconds)),
             retry_delay_seconds=tasks.milvus_wait_delays(milvus_wait_seconds),
         )
         try:
-            run = opener(ctx, cleanup, dry_run, run_id, on_reject)
+            run = opener(ctx, cleanup, dry_run, run_id, on_reject, progress)
         except tasks.MilvusLocked as exc:
             raise PipelineError(f"gave up after {milvus_wait_seconds:g} s: {exc}") from None
         docs = tasks.screen(run, items)
         batches = _batches(docs, params.ingest.batch_documents)
-        cached_rejects: list[str] = []
+        progress.start(len(docs))
         with tasks.model_runner(task_runner, dask_address, params.embedding) as embed_fn:
             for index, batch in enumerate(batches):
-                delta, cached = tasks.run_batch(run, batch, index, embed_fn)
-                if cached:
-                    cached_rejects += delta.rejects
+                delta, cached = tasks.run_batch(run, batch, index, embed_fn, progress)
+                if cached:  # a retried flow run: this batch's rejects were not seen this time
+                    rejected += [Reject(**fields) for fields in delta.rejects]
                     cached_batches += 1
         result = tasks.finish(run)
-        rejects = [r.line() for r in run.screener.rejects.items] + cached_rejects
-        snap = None if dry_run else tasks.snapshot(ctx, run_id)
+        progress.finish()
+        snap = None if dry_run or not snapshot else tasks.snapshot(ctx, run_id)
+        skipped = "skipped (dry run)" if dry_run else "skipped (snapshot=false)"
         versions = (
-            {"dvc": "skipped (dry run)", "comet": "skipped (dry run)"}
-            if snap is None
-            else tasks.version(ctx, snap, result)
+            {"dvc": skipped, "comet": skipped} if snap is None else tasks.version(ctx, snap, result)
         )
     finally:
         ctx.close()
@@ -136,13 +162,13 @@ def ingest(
         if snap is None
         else {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
         "versions": versions,
-        "rejects": rejects,
+        "rejects": [r.line() for r in rejected],
+        "seconds": {
+            "embed": round(progress.embed_seconds, 3),
+            "total": round(time.monotonic() - started, 3),
+        },
     }
-    create_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=summary_markdown(result, summary),
-        description=f"corpusflow ingest {run_id}",
-    )
+    artifacts.publish(result, summary, rejected)
     logger.info(
         "%d documents, %d chunks: added %d, updated %d, skipped %d, deleted %d, rejected %d",
         result.documents,
@@ -154,65 +180,6 @@ def ingest(
         result.rejected,
     )
     return summary
-
-
-def summary_markdown(r: IngestResult, summary: dict[str, Any]) -> str:
-    """The run at a glance, for the Prefect UI's Artifacts tab."""
-    verb = "would be " if r.dry_run else ""
-    lines = [
-        f"# corpusflow ingest {'(dry run) ' if r.dry_run else ''}`{r.run_id}`",
-        "",
-        f"Collection **{r.collection}** → `{r.physical_collection}` · model `{r.model}` · "
-        f"cleanup `{r.cleanup}` · {summary['batches']} batch(es) "
-        f"({summary['cached_batches']} from this flow run's cache) on `{summary['task_runner']}`",
-        "",
-        "| stage | count |",
-        "|---|---:|",
-        f"| documents | {r.documents} ({r.unchanged_documents} unchanged) |",
-        f"| chunks | {r.chunks} |",
-        f"| embedded | {r.embedded} ({r.cache_hits} cache hits) |",
-        f"| upserted | {r.upserted} |",
-        f"| {verb}added | {r.added} |",
-        f"| {verb}updated | {r.updated} |",
-        f"| skipped | {r.skipped} |",
-        f"| {verb}deleted | {r.deleted} |",
-        f"| migrated | {r.migrated} |",
-        f"| rejected | {r.rejected} |",
-        f"| duplicates | {r.duplicates} |",
-        "",
-    ]
-    if r.by_type:
-        lines += ["| source type | inputs | documents | unchanged | duplicates | rejected |"]
-        lines += ["|---|---:|---:|---:|---:|---:|"]
-        for kind, b in sorted(r.by_type.items()):
-            lines.append(
-                f"| {kind} | {b.get('inputs', 0)} | {b.get('documents', 0)} | "
-                f"{b.get('unchanged', 0)} | {b.get('duplicates', 0)} | {b.get('rejected', 0)} |"
-            )
-        lines.append("")
-    rejects = summary["rejects"]
-    lines.append(f"## Rejects ({len(rejects)})")
-    if rejects:
-        shown = rejects[:REJECT_LINES]
-        more = f"\n… {len(rejects) - len(shown)} more" if len(rejects) > len(shown) else ""
-        lines += ["", "```", *(line.replace("```", "'''") for line in shown), "```" + more]
-        lines.append(f"\nAll rejects: `{r.rejects_file}`")
-    else:
-        lines.append("\nnone")
-    snap = summary["snapshot"]
-    lines += ["", "## Snapshot", ""]
-    if snap:
-        lines += [
-            f"- path: `{snap['path']}`",
-            f"- records: {snap['records']}",
-            f"- sha256: `{snap['sha256']}`",
-        ]
-    else:
-        lines.append("none (dry run)")
-    lines += ["", "## Versions", ""]
-    lines += [f"- {name.upper() if name == 'dvc' else name.capitalize()}: {value}"
-              for name, value in sorted(summary["versions"].items())]  # fmt: skip
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from corpusflow.ids import hash_value
 from corpusflow.models import Document, Reject, SourceItem
 from corpusflow.pipeline import BatchPlan, Context, Ingestion, PipelineError
 from corpusflow.store import MilvusLockedError, StoreError, is_local_uri
+from flows.artifacts import RunProgress
 
 # IngestResult fields a batch adds to; the rest describe the run, not a batch.
 BATCH_COUNTERS = (
@@ -170,11 +171,19 @@ def open_ingestion(
     dry_run: bool,
     run_id: str,
     on_reject: Callable[[Reject], None] | None = None,
+    progress: pipeline.Progress | None = None,
 ) -> Ingestion:
     """Open the store and the target collection (the step the Milvus Lite lock blocks)."""
     uri = ctx.env.milvus_uri or ctx.params.milvus.uri
     try:
-        return Ingestion(ctx, cleanup=cleanup, dry_run=dry_run, on_reject=on_reject, run_id=run_id)
+        return Ingestion(
+            ctx,
+            cleanup=cleanup,
+            dry_run=dry_run,
+            progress=progress,
+            on_reject=on_reject,
+            run_id=run_id,
+        )
     except MilvusLockedError as exc:
         raise MilvusLocked(f"{exc}; waiting for it") from None  # retried with backoff
     except StoreError as exc:
@@ -194,7 +203,7 @@ def screen(run: Ingestion, items: Sequence[SourceItem]) -> list[Document]:
 # ----------------------------------------------------------------------------------------
 @dataclass
 class Counters:
-    """A copy of everything a batch adds to: the run's counts, rejects and protected ids."""
+    """A copy of everything a step adds to: the run's counts, rejects and protected ids."""
 
     counts: dict[str, int] = field(default_factory=dict)
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -203,7 +212,7 @@ class Counters:
 
     @classmethod
     def of(cls, run: Ingestion) -> Counters:
-        counts = {name: getattr(run.result, name) for name in BATCH_COUNTERS}
+        counts = {name: getattr(run.result, name) for name in (*BATCH_COUNTERS, "migrated")}
         counts["embedded"] = run.embed_counts.embedded
         counts["cache_hits"] = run.embed_counts.cache_hits
         return cls(
@@ -215,7 +224,7 @@ class Counters:
 
     def restore(self, run: Ingestion) -> None:
         """Put the counts back in place (the Screener shares `run.result`: never replace it)."""
-        for name in BATCH_COUNTERS:
+        for name in (*BATCH_COUNTERS, "migrated"):
             setattr(run.result, name, self.counts[name])
         run.embed_counts.embedded = self.counts["embedded"]
         run.embed_counts.cache_hits = self.counts["cache_hits"]
@@ -224,13 +233,25 @@ class Counters:
         run.screener.protected.intersection_update(self.protected)
 
 
+@contextmanager
+def counted_once(run: Ingestion) -> Iterator[None]:
+    """A failed attempt of a step leaves the run's counts as they were before it, so that
+    the task's retry does not count the same work twice."""
+    before = Counters.of(run)
+    try:
+        yield
+    except BaseException:
+        before.restore(run)
+        raise
+
+
 @dataclass
 class BatchCounts:
     """What one batch added to the run: small, JSON, the only thing Prefect persists."""
 
     counts: dict[str, int] = field(default_factory=dict)
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
-    rejects: list[str] = field(default_factory=list)
+    rejects: list[dict[str, str]] = field(default_factory=list)  # Reject fields
     protected: list[str] = field(default_factory=list)
 
     @classmethod
@@ -245,7 +266,7 @@ class BatchCounts:
         return cls(
             counts={k: n - before.counts[k] for k, n in after.counts.items()},
             by_type=by_type,
-            rejects=[r.line() for r in run.screener.rejects.items[before.rejects :]],
+            rejects=[asdict(r) for r in run.screener.rejects.items[before.rejects :]],
             protected=sorted(after.protected - before.protected),
         )
 
@@ -304,12 +325,8 @@ def _step_options(backoff: float) -> dict[str, Any]:
 @task(name="plan", **_step_options(2))
 def plan_batch(run: Ingestion, batch: Sequence[Document]) -> BatchPlan:
     """Compare with the stored state (reads Milvus) and chunk what changed."""
-    before = Counters.of(run)
-    try:
+    with counted_once(run):
         return run.plan(batch)
-    except Exception:
-        before.restore(run)  # a retry must not count the batch twice
-        raise
 
 
 @task(name="embed", **_step_options(5))
@@ -318,23 +335,15 @@ def embed_batch(
 ) -> list[list[float]]:
     """Vectors through the cache; only missing texts reach the model (or the endpoint).
     Each model call's vectors are committed to the cache, so a retry resumes from there."""
-    before = Counters.of(run)
-    try:
+    with counted_once(run):
         return run.embed(plan, embed_fn)
-    except Exception:
-        before.restore(run)
-        raise
 
 
 @task(name="load", **_step_options(2))
 def load_batch(run: Ingestion, plan: BatchPlan, vectors: list[list[float]]) -> int:
     """Upsert, then delete the batch's stale chunks (upserts are idempotent: safe to retry)."""
-    before = Counters.of(run)
-    try:
+    with counted_once(run):
         run.load(plan, vectors)
-    except Exception:
-        before.restore(run)
-        raise
     return len(plan.writes)
 
 
@@ -350,26 +359,34 @@ def ingest_batch(
     batch: Sequence[Document],
     index: int,
     embed_fn: pipeline.EmbedFn | None = None,
+    progress: RunProgress | None = None,
 ) -> dict[str, Any]:
     """plan -> embed -> load for one batch. Returns what the batch added to the run's counts:
     that small JSON is what the per-flow-run cache keeps, never vectors."""
     before = Counters.of(run)
     plan = plan_batch(run, batch)
-    vectors = embed_batch(run, plan, embed_fn)
+    with progress.embedding(len(batch), len(plan.texts)) if progress else nullcontext():
+        vectors = embed_batch(run, plan, embed_fn)
     load_batch(run, plan, vectors)
     return BatchCounts.between(before, run).to_json()
 
 
 def run_batch(
-    run: Ingestion, batch: Sequence[Document], index: int, embed_fn: pipeline.EmbedFn | None
+    run: Ingestion,
+    batch: Sequence[Document],
+    index: int,
+    embed_fn: pipeline.EmbedFn | None,
+    progress: RunProgress | None = None,
 ) -> tuple[BatchCounts, bool]:
     """Run `ingest_batch`; when a retried flow run finds it in the cache, add its counts to
     the run (they were not counted this time). Returns the batch's counts and whether cached."""
-    state = ingest_batch(run, batch, index, embed_fn, return_state=True)
+    state = ingest_batch(run, batch, index, embed_fn, progress, return_state=True)
     delta = BatchCounts.from_json(state.result())
     cached = state.name == "Cached"
     if cached:
         delta.apply(run)
+    if progress:
+        progress.batch_done(len(batch))
     return delta, cached
 
 
@@ -381,13 +398,8 @@ def run_batch(
       retry_condition_fn=retry_if_transient)  # fmt: skip
 def finish(run: Ingestion) -> pipeline.IngestResult:
     """`full` cleanup, migration after a model change, and the alias move."""
-    before, migrated = Counters.of(run), run.result.migrated
-    try:
+    with counted_once(run):
         return run.finish()
-    except Exception:
-        before.restore(run)
-        run.result.migrated = migrated
-        raise
 
 
 @task(name="snapshot", cache_policy=NO_CACHE, persist_result=False, retries=3,

@@ -57,6 +57,19 @@ def prefect_client(prefect_harness, flow_model):
         yield client
 
 
+def write_params(root: Path, **sections) -> Path:
+    """params.yaml for `root` (every path inside it), a flow's `params_file`."""
+    import yaml
+
+    from conftest import make_params
+
+    sections.setdefault("comet", {"mode": "disabled"})
+    params = make_params(root, **sections)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json")), encoding="utf-8")
+    return path
+
+
 def copy_sample(dest: Path, transcripts: list[str] | None = None, articles: bool = True) -> None:
     """A small corpus from data/raw: the named transcript files (+ sidecars) and articles."""
     (dest / "raw" / "transcripts").mkdir(parents=True, exist_ok=True)

@@ -12,22 +12,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from conftest import make_params
+from conftest_prefect import write_params
 
 pytest_plugins = ["conftest_prefect"]
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-
-def write_params(root: Path, **sections) -> Path:
-    """params.yaml for `root` (every path inside it), the flow's `params_file`."""
-    sections.setdefault("comet", {"mode": "disabled"})
-    params = make_params(root, **sections)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params.model_dump(mode="json")), encoding="utf-8")
-    return path
 
 
 def sample_sources(root: Path) -> dict:

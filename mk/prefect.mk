@@ -3,7 +3,7 @@
 #
 #   make prefect-up        start server (127.0.0.1:$(PREFECT_PORT)), work pool, deploy, worker
 #   make prefect-run       prefect deployment run 'ingest/local' --watch (starts the stack if needed)
-#   make prefect-status    which parts run
+#   make prefect-status    which parts run (exit 0, also when stopped)
 #   make prefect-deploy    re-register prefect.yaml's deployments
 #   make prefect-down      stop the worker, then the server
 #   make prefect-test      the flow, Dask and end-to-end tests only
@@ -36,12 +36,13 @@ prefect-env:
 	@$(PREFECT_STACK) env
 
 prefect-run: install
-	$(PREFECT_STACK) status >/dev/null || $(PREFECT_STACK) start
+	$(PREFECT_STACK) running || $(PREFECT_STACK) start
 	eval "$$($(PREFECT_STACK) env)" && \
 		$(BIN)/prefect deployment run 'ingest/local' $(PREFECT_RUN_ARGS) --watch
 
 prefect-test: install
-	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_dask.py tests/test_prefect_e2e.py
+	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_streaming.py tests/test_dask.py \
+		tests/test_prefect_e2e.py
 
 prefect-clean: prefect-down
 	rm -rf data/prefect

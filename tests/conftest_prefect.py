@@ -107,4 +107,6 @@ def flowkit():
     would bypass pytest's assertion rewriting)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(copy_sample=copy_sample, artifact_markdown=artifact_markdown)
+    return SimpleNamespace(
+        copy_sample=copy_sample, artifact_markdown=artifact_markdown, write_params=write_params
+    )

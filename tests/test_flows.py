@@ -13,9 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest_prefect import write_params
-
 pytest_plugins = ["conftest_prefect"]
+
+
+def write_params(root: Path, **sections) -> Path:
+    from conftest_prefect import write_params  # imported once pytest has loaded the plugin
+
+    return write_params(root, **sections)
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 

@@ -124,8 +124,10 @@ def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     outputs: dict[str, str] = {}
+    seconds: dict[str, float] = {}
     try:
         for command, keeps_running in commands:
+            clock = time.monotonic()
             if keeps_running:
                 log = (logs / f"{len(background)}.log").open("w")
                 background.append(subprocess.Popen(
@@ -136,15 +138,18 @@ def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
                     wait_until(healthy, 180, "the server's /api/health")
                 else:
                     wait_until(worker_polling, 120, "the worker's first heartbeat")
+                seconds[command] = round(time.monotonic() - clock, 1)
                 continue
             done = subprocess.run(
                 ["bash", "-c", command], cwd=fresh_clone, env=env, capture_output=True,
                 text=True, timeout=600, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             outputs[command] = done.stdout + done.stderr
+            seconds[command] = round(time.monotonic() - clock, 1)
             assert done.returncode == 0, f"`{command}` exited {done.returncode}:\n" + (
                 done.stdout + done.stderr
             )[-3000:]
+        print("\nseconds per command:", json.dumps(seconds, indent=1))
         watched = outputs["prefect deployment run 'ingest/local' --watch"]
         assert "Completed" in watched
 
@@ -154,6 +159,9 @@ def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
                 {"prefect.deployments.steps.set_working_directory": {
                     "directory": str(fresh_clone.resolve())}}
             ]  # fmt: skip
+            hourly = client.read_deployment_by_name("ingest/hourly")
+            assert [sch.active for sch in hourly.schedules] == [False]  # scheduled, paused
+            client.read_deployment_by_name("watch/local")
             (flow_run,) = client.read_flow_runs()
             assert flow_run.state.name == "Completed"
             assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8} · params\.yaml", flow_run.name)
@@ -188,3 +196,18 @@ def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
         for sid, pids in members.items():
             wait_until(lambda pids=pids: not any(alive(p) for p in pids), 30, f"session {sid}")
     assert not healthy()
+
+
+def test_stack_status_on_a_stopped_stack_says_so_and_exits_0(tmp_path):
+    """`make prefect-status` used to end in `make: *** Error 3` when nothing ran."""
+    done = subprocess.run(
+        [str(REPO / "scripts" / "prefect-stack.sh"), "status"],
+        env={**os.environ, "CORPUSFLOW_PREFECT_DIR": str(tmp_path / "state")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "server: stopped",
+        "worker: stopped",
+        "the stack is stopped: make prefect-up (or scripts/prefect-stack.sh start) starts it",
+    ]

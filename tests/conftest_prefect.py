@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +72,17 @@ def write_params(root: Path, **sections) -> Path:
     return path
 
 
+def poll(condition, timeout: float, what: str):
+    """Wait for `condition()` to be truthy and return it (no fixed sleeps); fail after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.1)
+    return value
+
+
 def copy_sample(dest: Path, transcripts: list[str] | None = None, articles: bool = True) -> None:
     """A small corpus from data/raw: the named transcript files (+ sidecars) and articles."""
     (dest / "raw" / "transcripts").mkdir(parents=True, exist_ok=True)
@@ -108,5 +121,8 @@ def flowkit():
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        copy_sample=copy_sample, artifact_markdown=artifact_markdown, write_params=write_params
+        copy_sample=copy_sample,
+        artifact_markdown=artifact_markdown,
+        write_params=write_params,
+        poll=poll,
     )

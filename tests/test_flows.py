@@ -7,7 +7,6 @@ import hashlib
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,18 +28,6 @@ def sample_sources(root: Path) -> dict:
         "transcripts": [str(root / "raw" / "transcripts")],
         "articles": [str(root / "raw" / "articles" / "articles.csv")],
     }
-
-
-def poll(condition, timeout: float, what: str):
-    """Wait for `condition()` to be truthy (no fixed sleeps); fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.2)
 
 
 def task_runs(client, flow_run_id, name: str):
@@ -264,7 +251,7 @@ def test_flow_waits_for_a_milvus_lite_lock(
             holder.wait()
     assert state.is_completed(), state.message
     assert state.result()["result"]["documents"] == 1
-    opened = poll(
+    opened = flowkit.poll(
         lambda: task_runs(prefect_client, state.state_details.flow_run_id, "open-milvus"),
         30,
         "the open-milvus task run in the API",

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,6 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 API = "http://127.0.0.1:4200/api"  # prefect.toml
 MARKER = "<!-- tests/test_prefect_e2e.py runs this block -->"
+
+pytest_plugins = ["conftest_prefect"]
 
 
 def readme_commands() -> list[tuple[str, bool]]:
@@ -63,15 +64,6 @@ def session_members(sid: int) -> set[int]:
     return found
 
 
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.25)
-    return value
-
-
 def healthy() -> bool:
     try:
         with urllib.request.urlopen(f"{API}/health", timeout=2) as r:
@@ -104,7 +96,7 @@ def fresh_clone(tmp_path) -> Path:
     return clone
 
 
-def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
+def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path, flowkit):
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -135,9 +127,9 @@ def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 ))  # fmt: skip
                 if command.startswith("prefect server start"):
-                    wait_until(healthy, 180, "the server's /api/health")
+                    flowkit.poll(healthy, 180, "the server's /api/health")
                 else:
-                    wait_until(worker_polling, 120, "the worker's first heartbeat")
+                    flowkit.poll(worker_polling, 120, "the worker's first heartbeat")
                 seconds[command] = round(time.monotonic() - clock, 1)
                 continue
             done = subprocess.run(
@@ -194,7 +186,7 @@ def test_readme_prefect_commands_in_a_fresh_clone(fresh_clone, tmp_path):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=30)
         for sid, pids in members.items():
-            wait_until(lambda pids=pids: not any(alive(p) for p in pids), 30, f"session {sid}")
+            flowkit.poll(lambda pids=pids: not any(alive(p) for p in pids), 30, f"session {sid}")
     assert not healthy()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from pathlib import Path
 
 pytest_plugins = ["conftest_prefect"]
@@ -33,15 +32,6 @@ QUERIES = {
     "burst-a.txt": "how do bees survive the winter",
     "burst-b.txt": "how to build up the long run for a marathon",
 }
-
-
-def poll(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.1)
-    return value
 
 
 def child_runs(client, parent_name: str = "watch"):
@@ -103,7 +93,7 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
     thread = threading.Thread(target=contextvars.copy_context().run, args=(run_watch,))
     thread.start()
     try:
-        poll(lambda: completed(prefect_client, 1), 120, "the catch-up run")
+        flowkit.poll(lambda: completed(prefect_client, 1), 120, "the catch-up run")
         assert top_source(make_ctx, tmp_path, QUERIES["early.txt"]) == "file:inbox/early.txt"
 
         for n, name in enumerate(["one.txt", "two.txt", "three.txt"], start=2):
@@ -111,7 +101,7 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
             (where / name).write_text(TEXTS[name])
             (inbox / ".partial.txt").write_text("hidden: ignored")  # an editor's temp file
             (inbox / "cover.webp").write_bytes(b"RIFF")  # not a source: ignored
-            poll(lambda n=n: completed(prefect_client, n), 60, f"the run for {name}")
+            flowkit.poll(lambda n=n: completed(prefect_client, n), 60, f"the run for {name}")
             sid = f"file:{(where / name).relative_to(tmp_path).as_posix()}"
             assert top_source(make_ctx, tmp_path, QUERIES[name]) == sid
 

@@ -38,6 +38,7 @@ class RunProgress:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self.started = time.monotonic()
         self.total = 0  # documents to process, known once the sources are screened
         self.done = 0
         self.embed_seconds = 0.0
@@ -78,6 +79,11 @@ class RunProgress:
     def finish(self) -> None:
         self.done = self.total
         self._show(force=True)
+
+    def seconds(self) -> dict[str, float]:
+        """Time spent embedding, and in all since the run began."""
+        total = time.monotonic() - self.started
+        return {"embed": round(self.embed_seconds, 3), "total": round(total, 3)}
 
     @property
     def percent(self) -> float:
@@ -127,6 +133,14 @@ def publish(r: IngestResult, summary: dict[str, Any], rejects: list[Reject]) -> 
         key=REJECTS_KEY,
         table=rejects_table(rejects),
         description=f"{what}: {len(rejects)} rejects{more}; all in {r.rejects_file}",
+    )
+
+
+def counts_line(r: IngestResult) -> str:
+    """The run's summary line in its log."""
+    return (
+        f"{r.documents} documents, {r.chunks} chunks: added {r.added}, updated {r.updated}, "
+        f"skipped {r.skipped}, deleted {r.deleted}, rejected {r.rejected}"
     )
 
 

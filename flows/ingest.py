@@ -8,7 +8,6 @@ corpusflow.pipeline, the tasks in flows/tasks.py.
 from __future__ import annotations
 
 import sys
-import time
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -22,9 +21,9 @@ if _ROOT not in sys.path:
 
 from prefect import flow, get_run_logger, runtime  # noqa: E402
 
-from corpusflow.config import ConfigError, load_params  # noqa: E402
-from corpusflow.models import Document, Reject  # noqa: E402
-from corpusflow.pipeline import Context, PipelineError  # noqa: E402
+from corpusflow.config import ConfigError, Params, load_params  # noqa: E402
+from corpusflow.models import Document, Reject, SourceItem  # noqa: E402
+from corpusflow.pipeline import Context, Ingestion, IngestResult, PipelineError  # noqa: E402
 from flows import artifacts, tasks  # noqa: E402
 
 ARTIFACT_KEY = artifacts.SUMMARY_KEY
@@ -93,26 +92,15 @@ def ingest(
         params_file: params file (default: ./params.yaml if present, relative to the repo).
         dry_run: count what would change; change nothing, write no snapshot.
         snapshot: write and version a snapshot after loading (the `watch` flow's runs don't).
-        task_runner: "thread" runs the model in the flow process; "dask" runs the model calls
-            on a Dask cluster (`dask_address`, or a LocalCluster of 2 processes).
-        dask_address: scheduler address, e.g. tcp://127.0.0.1:8786.
+        task_runner: "thread": the model runs in the flow process; "dask": on a Dask cluster.
+        dask_address: scheduler, e.g. tcp://127.0.0.1:8786 (none: a LocalCluster of 2).
         milvus_wait_seconds: how long to wait for a Milvus Lite database that another
             process (a CLI run) holds before failing.
     """
     logger = get_run_logger()
-    try:
-        params = load_params(params_file)
-    except ConfigError as exc:
-        raise PipelineError(str(exc)) from None
-    if not (transcripts or articles or youtube):
-        src = params.sources
-        transcripts, articles, youtube = src.transcripts, src.articles, src.youtube
-    if not (transcripts or articles or youtube):
-        raise PipelineError(
-            "nothing to ingest: give transcripts, articles or youtube (or sources in params.yaml)"
-        )
+    params = _params(params_file)
+    transcripts, articles, youtube = _sources(params, transcripts, articles, youtube)
     run_id = _run_id()
-    started = time.monotonic()
     progress = artifacts.RunProgress(run_id)
     rejected: list[Reject] = []
 
@@ -120,66 +108,85 @@ def ingest(
         rejected.append(r)
         logger.warning(r.line())
 
-    cached_batches = 0
     ctx = Context(params, _embedder=tasks.local_embedder(params.embedding))
     try:
-        items = tasks.extract_files(params, transcripts or [], articles or [])
-        if youtube:
-            items += tasks.fetch_youtube(params, youtube)
-        opener = tasks.open_ingestion.with_options(
-            retries=len(tasks.milvus_wait_delays(milvus_wait_seconds)),
-            retry_delay_seconds=tasks.milvus_wait_delays(milvus_wait_seconds),
-        )
-        try:
-            run = opener(ctx, cleanup, dry_run, run_id, on_reject, progress)
-        except tasks.MilvusLocked as exc:
-            raise PipelineError(f"gave up after {milvus_wait_seconds:g} s: {exc}") from None
-        docs = tasks.screen(run, items)
-        batches = _batches(docs, params.ingest.batch_documents)
-        progress.start(len(docs))
+        items = _extract(params, transcripts, articles, youtube)
+        run = _open(ctx, cleanup, dry_run, run_id, on_reject, progress, milvus_wait_seconds)
+        batches = _batches(tasks.screen(run, items), params.ingest.batch_documents)
+        progress.start(sum(map(len, batches)))
         with tasks.model_runner(task_runner, dask_address, params.embedding) as embed_fn:
-            for index, batch in enumerate(batches):
-                delta, cached = tasks.run_batch(run, batch, index, embed_fn, progress)
-                if cached:  # a retried flow run: this batch's rejects were not seen this time
-                    rejected += [Reject(**fields) for fields in delta.rejects]
-                    cached_batches += 1
+            cached = _load(run, batches, embed_fn, progress, rejected)
         result = tasks.finish(run)
         progress.finish()
-        snap = None if dry_run or not snapshot else tasks.snapshot(ctx, run_id)
-        skipped = "skipped (dry run)" if dry_run else "skipped (snapshot=false)"
-        versions = (
-            {"dvc": skipped, "comet": skipped} if snap is None else tasks.version(ctx, snap, result)
-        )
+        snap, versions = _snapshot(ctx, result, dry_run or not snapshot)
     finally:
         ctx.close()
-
     summary = {
-        "result": result.to_dict(),
-        "batches": len(batches),
-        "cached_batches": cached_batches,
-        "task_runner": task_runner,
-        "snapshot": None
-        if snap is None
-        else {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
-        "versions": versions,
+        "result": result.to_dict(), "batches": len(batches), "cached_batches": cached,
+        "task_runner": task_runner, "versions": versions, "seconds": progress.seconds(),
+        "snapshot": snap and {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
         "rejects": [r.line() for r in rejected],
-        "seconds": {
-            "embed": round(progress.embed_seconds, 3),
-            "total": round(time.monotonic() - started, 3),
-        },
-    }
+    }  # fmt: skip
     artifacts.publish(result, summary, rejected)
-    logger.info(
-        "%d documents, %d chunks: added %d, updated %d, skipped %d, deleted %d, rejected %d",
-        result.documents,
-        result.chunks,
-        result.added,
-        result.updated,
-        result.skipped,
-        result.deleted,
-        result.rejected,
-    )
+    logger.info(artifacts.counts_line(result))
     return summary
+
+
+def _sources(params: Params, *named: list[str] | None) -> tuple[list[str], ...]:
+    """The named transcripts, articles and youtube lists, or params.yaml's sources."""
+    src = params.sources
+    chosen = named if any(named) else (src.transcripts, src.articles, src.youtube)
+    if not any(chosen):
+        raise PipelineError(
+            "nothing to ingest: give transcripts, articles or youtube (or sources in params.yaml)"
+        )
+    return tuple(list(c or []) for c in chosen)
+
+
+def _extract(params: Params, transcripts: list[str], articles: list[str],
+             youtube: list[str]) -> list[SourceItem]:  # fmt: skip
+    items = tasks.extract_files(params, transcripts, articles)
+    return items + (tasks.fetch_youtube(params, youtube) if youtube else [])
+
+
+def _params(params_file: str | None) -> Params:
+    try:
+        return load_params(params_file)
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def _open(ctx: Context, cleanup: str | None, dry_run: bool, run_id: str, on_reject: Any,
+          progress: artifacts.RunProgress, wait_seconds: float) -> Ingestion:  # fmt: skip
+    """The open-milvus task, retried with backoff for up to `wait_seconds` of a held lock."""
+    delays = tasks.milvus_wait_delays(wait_seconds)
+    opener = tasks.open_ingestion.with_options(retries=len(delays), retry_delay_seconds=delays)
+    try:
+        return opener(ctx, cleanup, dry_run, run_id, on_reject, progress)
+    except tasks.MilvusLocked as exc:
+        raise PipelineError(f"gave up after {wait_seconds:g} s: {exc}") from None
+
+
+def _load(run: Ingestion, batches: list[list[Document]], embed_fn: Any,
+          progress: artifacts.RunProgress, rejected: list[Reject]) -> int:  # fmt: skip
+    """Every batch through plan -> embed -> load; returns how many came from the cache of a
+    retried flow run (their rejects were not seen this time: they are added from it)."""
+    cached = 0
+    for index, batch in enumerate(batches):
+        delta, from_cache = tasks.run_batch(run, batch, index, embed_fn, progress)
+        if from_cache:
+            rejected += [Reject(**fields) for fields in delta.rejects]
+            cached += 1
+    return cached
+
+
+def _snapshot(ctx: Context, result: IngestResult, skip: bool) -> tuple[Any, dict[str, Any]]:
+    """Snapshot and versions, or why there are none (a dry run, `snapshot=false`)."""
+    if skip:
+        why = "skipped (dry run)" if result.dry_run else "skipped (snapshot=false)"
+        return None, {"dvc": why, "comet": why}
+    snap = tasks.snapshot(ctx, result.run_id)
+    return snap, tasks.version(ctx, snap, result)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ tests that need them, so the ~11-14 s `prefect_test_harness` starts once per ses
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -97,6 +98,12 @@ def copy_sample(dest: Path, transcripts: list[str] | None = None, articles: bool
 
 def artifact_markdown(client, flow_run_id, key: str = "ingest-summary") -> str:
     """The markdown artifact `key` that flow run `flow_run_id` published (read via the API)."""
+    return artifact_data(client, flow_run_id, key, "markdown")
+
+
+def artifact_data(client, flow_run_id, key: str, kind: str):
+    """The data of the `kind` artifact `key` of flow run `flow_run_id`: markdown text, a
+    table's rows (parsed JSON) or a progress percentage."""
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,
@@ -110,8 +117,9 @@ def artifact_markdown(client, flow_run_id, key: str = "ingest-summary") -> str:
         )
     )
     assert len(found) == 1, f"expected one {key!r} artifact for {flow_run_id}, got {found}"
-    assert found[0].type == "markdown"
-    return found[0].data
+    assert found[0].type == kind
+    data = found[0].data
+    return json.loads(data) if kind == "table" else data
 
 
 @pytest.fixture
@@ -123,6 +131,7 @@ def flowkit():
     return SimpleNamespace(
         copy_sample=copy_sample,
         artifact_markdown=artifact_markdown,
+        artifact_data=artifact_data,
         write_params=write_params,
         poll=poll,
     )

@@ -1,10 +1,12 @@
 """Streaming ingestion: the `watch` flow (flows/watch.py) under prefect_test_harness, on real
 Milvus Lite and MiniLM. Files dropped into a watched directory one after another are each
-searchable once their run completes, each is embedded exactly once, and a burst is one run."""
+searchable once their run completes, each is embedded exactly once, a rewrite with the same
+bytes embeds nothing, a broken file is a reject, and a burst is one run."""
 
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 from pathlib import Path
 
@@ -87,7 +89,7 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
 
     def run_watch():
         outcome["state"] = watch(
-            params_file=str(pfile), step_ms=400, debounce_ms=5000, max_runs=4, return_state=True
+            params_file=str(pfile), step_ms=400, debounce_ms=5000, max_runs=5, return_state=True
         )
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(run_watch,))
@@ -105,27 +107,38 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
             sid = f"file:{(where / name).relative_to(tmp_path).as_posix()}"
             assert top_source(make_ctx, tmp_path, QUERIES[name]) == sid
 
+        # same bytes again and a broken file: one run, nothing embedded, one reject
+        (inbox / "one.txt").write_text(TEXTS["one.txt"])
+        (inbox / "broken.srt").write_text("not a subtitle file at all\n")
+        flowkit.poll(lambda: completed(prefect_client, 5), 60, "the run for one.txt, broken.srt")
+
         for name in ("burst-a.txt", "burst-b.txt"):  # a burst: one run
             (inbox / name).write_text(TEXTS[name])
         thread.join(timeout=120)
         assert not thread.is_alive(), "the watch flow did not stop after max_runs"
     finally:
         if thread.is_alive():  # a failure above: create the change sets it still waits for
-            for i in range(4):
+            for i in range(5):
                 (inbox / f"stop-{i}.txt").write_text(f"stop {i} " * 5)
             thread.join(timeout=120)
 
     state = outcome["state"]
     assert state.is_completed(), state.message
     runs = state.result()["runs"]
+    rewrite = runs.pop(3)
     assert [r["documents"] for r in runs] == [1, 1, 1, 2]  # one document per drop, burst of 2
     for r in runs:  # only the new files were planned and embedded: no duplicate work
         assert r["unchanged_documents"] == 0 and r["skipped"] == 0 and r["rejected"] == 0
         assert r["chunks"] == r["added"] == r["embedded"] >= r["documents"]
         assert r["seconds"]["embed"] > 0
+    assert rewrite["documents"] == rewrite["unchanged_documents"] == 1  # same bytes: skipped
+    assert rewrite["embedded"] == rewrite["added"] == rewrite["updated"] == 0
+    assert rewrite["rejected"] == 1
+    (reject,) = [json.loads(line) for line in (tmp_path / "rejects.jsonl").open()]
+    assert reject["source"].endswith("broken.srt") and reject["run_id"] == rewrite["run_id"]
 
     parent, children = child_runs(prefect_client)
-    assert len(children) == 5  # catch-up + 4: nothing ran twice, the ignored files ran nothing
+    assert len(children) == 6  # catch-up + 5: nothing ran twice, the ignored files ran nothing
     assert all(c.state.is_completed() for c in children)
     assert "burst-a.txt, burst-b.txt" in children[-1].name
 

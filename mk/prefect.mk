@@ -6,7 +6,8 @@
 #   make prefect-status    which parts run (exit 0, also when stopped)
 #   make prefect-deploy    re-register prefect.yaml's deployments
 #   make prefect-down      stop the worker, then the server
-#   make prefect-test      the flow, Dask and end-to-end tests only
+#   make prefect-test      the flow, streaming, Dask and end-to-end tests only
+#   make prefect-bench     streaming latency: file write -> searchable, minus embedding
 #   make prefect-clean     stop, then remove data/prefect (Prefect's database, logs, results)
 #
 # PREFECT_RUN_ARGS passes parameters, e.g.
@@ -18,7 +19,7 @@ PREFECT_STACK = PREFECT_PORT=$(PREFECT_PORT) CORPUSFLOW_BIN=$(abspath $(BIN)) \
 	scripts/prefect-stack.sh
 
 .PHONY: prefect-up prefect-down prefect-status prefect-deploy prefect-run prefect-env \
-	prefect-test prefect-clean
+	prefect-test prefect-bench prefect-clean
 
 prefect-up: install
 	$(PREFECT_STACK) start
@@ -43,6 +44,10 @@ prefect-run: install
 prefect-test: install
 	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_streaming.py tests/test_dask.py \
 		tests/test_prefect_e2e.py
+
+prefect-bench:
+	@test -x $(BIN)/python || $(MAKE) install
+	$(BIN)/python -m benchmarks.streaming
 
 prefect-clean: prefect-down
 	rm -rf data/prefect

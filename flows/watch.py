@@ -66,6 +66,8 @@ class SourceFilter(DefaultFilter):
         p = Path(path)
         if change == Change.deleted or self._hidden(p):
             return False
+        if p.is_dir():  # a directory moved in: inotify names it, not the files inside
+            return change == Change.added and super().__call__(change, path)
         name = p.name.lower()
         wanted = name.endswith(SIDECAR_SUFFIXES + EXTENSIONS + ARTICLE_SUFFIXES)
         return wanted and super().__call__(change, path)
@@ -92,13 +94,18 @@ def watched_directories(directories: list[str] | None, params: Params) -> list[P
 
 def sources_of(paths: Iterable[str | Path]) -> dict[str, list[str]]:
     """Changed paths as `ingest` parameters: CSVs are articles; a sidecar stands for the
-    transcripts beside it; gone files are dropped. Sorted, each path once."""
+    transcripts beside it; a directory (moved in) for the files under it; gone files are
+    dropped. Sorted, each path once."""
     transcripts: set[str] = set()
     articles: set[str] = set()
     for raw in paths:
         path = Path(raw)
         name = path.name.lower()
-        if name.endswith(SIDECAR_SUFFIXES):
+        if path.is_dir():
+            found = sources_of(existing_files([path]))
+            transcripts.update(found["transcripts"])
+            articles.update(found["articles"])
+        elif name.endswith(SIDECAR_SUFFIXES):
             base = path.name[: -len(next(s for s in SIDECAR_SUFFIXES if name.endswith(s)))]
             transcripts.update(
                 str(p)

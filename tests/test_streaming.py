@@ -112,8 +112,11 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
         (inbox / "broken.srt").write_text("not a subtitle file at all\n")
         flowkit.poll(lambda: completed(prefect_client, 5), 60, "the run for one.txt, broken.srt")
 
-        for name in ("burst-a.txt", "burst-b.txt"):  # a burst: one run
-            (inbox / name).write_text(TEXTS[name])
+        # a burst: one file written, one in a folder moved in (inotify names only the folder)
+        (tmp_path / "folder").mkdir()
+        (tmp_path / "folder" / "burst-b.txt").write_text(TEXTS["burst-b.txt"])
+        (inbox / "burst-a.txt").write_text(TEXTS["burst-a.txt"])
+        (tmp_path / "folder").rename(inbox / "folder")
         thread.join(timeout=120)
         assert not thread.is_alive(), "the watch flow did not stop after max_runs"
     finally:
@@ -142,8 +145,8 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
     assert all(c.state.is_completed() for c in children)
     assert "burst-a.txt, burst-b.txt" in children[-1].name
 
-    for name in ("burst-a.txt", "burst-b.txt"):
-        assert top_source(make_ctx, tmp_path, QUERIES[name]) == f"file:inbox/{name}"
+    assert top_source(make_ctx, tmp_path, QUERIES["burst-a.txt"]) == "file:inbox/burst-a.txt"
+    assert top_source(make_ctx, tmp_path, QUERIES["burst-b.txt"]) == "file:inbox/folder/burst-b.txt"
     ctx = make_ctx(tmp_path)
     rows = list(ctx.store.iter_rows(ctx.store.alias_target(), ["id", "source_id"]))
     ctx.close()
@@ -154,7 +157,7 @@ def test_watch_ingests_each_new_file_once_and_a_burst_in_one_run(
         "file:inbox/two.txt",
         "file:inbox/sub/three.txt",
         "file:inbox/burst-a.txt",
-        "file:inbox/burst-b.txt",
+        "file:inbox/folder/burst-b.txt",
     }
     catch_up_chunks = len(rows) - sum(r["chunks"] for r in runs)
     assert catch_up_chunks >= 1  # early.txt, from the catch-up run

@@ -20,15 +20,14 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from prefect import flow, get_run_logger, runtime  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from corpusflow.config import ConfigError, load_params  # noqa: E402
-from corpusflow.models import Document, Reject  # noqa: E402
-from corpusflow.pipeline import Context, IngestResult, PipelineError  # noqa: E402
-from flows import tasks  # noqa: E402
+from corpusflow.config import ConfigError, Params, load_params  # noqa: E402
+from corpusflow.models import Document, Reject, SourceItem  # noqa: E402
+from corpusflow.pipeline import Context, Ingestion, IngestResult, PipelineError  # noqa: E402
+from flows import artifacts, tasks  # noqa: E402
 
-ARTIFACT_KEY = "ingest-summary"
-REJECT_LINES = 20  # rejects shown in the artifact; all of them are in data/rejects.jsonl
+ARTIFACT_KEY = artifacts.SUMMARY_KEY
+NAMED_SOURCES = 3  # sources spelled out in a run's name; the rest are "+N"
 
 
 def _run_id() -> str:
@@ -38,6 +37,26 @@ def _run_id() -> str:
     return f"{when.astimezone(UTC):%Y%m%dT%H%M%SZ}-{fid}"
 
 
+def describe_sources(parameters: dict[str, Any]) -> str:
+    """`a.vtt, b.srt +2` for the named sources, `params.yaml` when none are named."""
+    named = [
+        Path(str(s)).name or str(s)
+        for key in ("transcripts", "articles", "youtube")
+        for s in parameters.get(key) or []
+    ]
+    if not named:
+        return Path(str(parameters.get("params_file") or "params.yaml")).name
+    more = f" +{len(named) - NAMED_SOURCES}" if len(named) > NAMED_SOURCES else ""
+    return ", ".join(named[:NAMED_SOURCES]) + more
+
+
+def run_name() -> str:
+    """The flow run's name in the UI: the corpusflow run id (also in Milvus' `run_id`, the
+    rejects file and the snapshot manifest) and what it ingests."""
+    dry = " (dry run)" if runtime.flow_run.parameters.get("dry_run") else ""
+    return f"{_run_id()} · {describe_sources(runtime.flow_run.parameters)}{dry}"
+
+
 def _batches(docs: list[Document], n: int) -> list[list[Document]]:
     it = iter(docs)
     return [b for b in iter(lambda: list(islice(it, n)), [])]
@@ -45,6 +64,7 @@ def _batches(docs: list[Document], n: int) -> list[list[Document]]:
 
 @flow(
     name="ingest",
+    flow_run_name=run_name,
     description="Pull transcripts and articles, chunk, embed, upsert into Milvus, snapshot.",
     retries=1,
     retry_delay_seconds=15,
@@ -57,6 +77,7 @@ def ingest(
     cleanup: Literal["incremental", "full"] | None = None,
     params_file: str | None = None,
     dry_run: bool = False,
+    snapshot: bool = True,
     task_runner: Literal["thread", "dask"] = "thread",
     dask_address: str | None = None,
     milvus_wait_seconds: float = 120.0,
@@ -70,149 +91,102 @@ def ingest(
         cleanup: "incremental" (default from params) or "full" (drop sources absent here).
         params_file: params file (default: ./params.yaml if present, relative to the repo).
         dry_run: count what would change; change nothing, write no snapshot.
-        task_runner: "thread" runs the model in the flow process; "dask" runs the model calls
-            on a Dask cluster (`dask_address`, or a LocalCluster of 2 processes).
-        dask_address: scheduler address, e.g. tcp://127.0.0.1:8786.
+        snapshot: write and version a snapshot after loading (the `watch` flow's runs don't).
+        task_runner: "thread": the model runs in the flow process; "dask": on a Dask cluster.
+        dask_address: scheduler, e.g. tcp://127.0.0.1:8786 (none: a LocalCluster of 2).
         milvus_wait_seconds: how long to wait for a Milvus Lite database that another
             process (a CLI run) holds before failing.
     """
     logger = get_run_logger()
-    try:
-        params = load_params(params_file)
-    except ConfigError as exc:
-        raise PipelineError(str(exc)) from None
-    if not (transcripts or articles or youtube):
-        src = params.sources
-        transcripts, articles, youtube = src.transcripts, src.articles, src.youtube
-    if not (transcripts or articles or youtube):
-        raise PipelineError(
-            "nothing to ingest: give transcripts, articles or youtube (or sources in params.yaml)"
-        )
+    params = _params(params_file)
+    transcripts, articles, youtube = _sources(params, transcripts, articles, youtube)
     run_id = _run_id()
-    cached_batches = 0
+    progress = artifacts.RunProgress(run_id)
+    rejected: list[Reject] = []
+
+    def on_reject(r: Reject) -> None:
+        rejected.append(r)
+        logger.warning(r.line())
+
     ctx = Context(params, _embedder=tasks.local_embedder(params.embedding))
     try:
-        items = tasks.extract_files(params, transcripts or [], articles or [])
-        if youtube:
-            items += tasks.fetch_youtube(params, youtube)
-
-        def on_reject(r: Reject) -> None:
-            logger.warning(r.line())
-
-        opener = tasks.open_ingestion.with_options(
-            retries=len(tasks.milvus_wait_delays(milvus_wait_seconds)),
-            retry_delay_seconds=tasks.milvus_wait_delays(milvus_wait_seconds),
-        )
-        try:
-            run = opener(ctx, cleanup, dry_run, run_id, on_reject)
-        except tasks.MilvusLocked as exc:
-            raise PipelineError(f"gave up after {milvus_wait_seconds:g} s: {exc}") from None
-        docs = tasks.screen(run, items)
-        batches = _batches(docs, params.ingest.batch_documents)
-        cached_rejects: list[str] = []
+        items = _extract(params, transcripts, articles, youtube)
+        run = _open(ctx, cleanup, dry_run, run_id, on_reject, progress, milvus_wait_seconds)
+        batches = _batches(tasks.screen(run, items), params.ingest.batch_documents)
+        progress.start(sum(map(len, batches)))
         with tasks.model_runner(task_runner, dask_address, params.embedding) as embed_fn:
-            for index, batch in enumerate(batches):
-                delta, cached = tasks.run_batch(run, batch, index, embed_fn)
-                if cached:
-                    cached_rejects += delta.rejects
-                    cached_batches += 1
+            cached = _load(run, batches, embed_fn, progress, rejected)
         result = tasks.finish(run)
-        rejects = [r.line() for r in run.screener.rejects.items] + cached_rejects
-        snap = None if dry_run else tasks.snapshot(ctx, run_id)
-        versions = (
-            {"dvc": "skipped (dry run)", "comet": "skipped (dry run)"}
-            if snap is None
-            else tasks.version(ctx, snap, result)
-        )
+        progress.finish()
+        snap, versions = _snapshot(ctx, result, dry_run or not snapshot)
     finally:
         ctx.close()
-
     summary = {
-        "result": result.to_dict(),
-        "batches": len(batches),
-        "cached_batches": cached_batches,
-        "task_runner": task_runner,
-        "snapshot": None
-        if snap is None
-        else {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
-        "versions": versions,
-        "rejects": rejects,
-    }
-    create_markdown_artifact(
-        key=ARTIFACT_KEY,
-        markdown=summary_markdown(result, summary),
-        description=f"corpusflow ingest {run_id}",
-    )
-    logger.info(
-        "%d documents, %d chunks: added %d, updated %d, skipped %d, deleted %d, rejected %d",
-        result.documents,
-        result.chunks,
-        result.added,
-        result.updated,
-        result.skipped,
-        result.deleted,
-        result.rejected,
-    )
+        "result": result.to_dict(), "batches": len(batches), "cached_batches": cached,
+        "task_runner": task_runner, "versions": versions, "seconds": progress.seconds(),
+        "snapshot": snap and {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
+        "rejects": [r.line() for r in rejected],
+    }  # fmt: skip
+    artifacts.publish(result, summary, rejected)
+    logger.info(artifacts.counts_line(result))
     return summary
 
 
-def summary_markdown(r: IngestResult, summary: dict[str, Any]) -> str:
-    """The run at a glance, for the Prefect UI's Artifacts tab."""
-    verb = "would be " if r.dry_run else ""
-    lines = [
-        f"# corpusflow ingest {'(dry run) ' if r.dry_run else ''}`{r.run_id}`",
-        "",
-        f"Collection **{r.collection}** → `{r.physical_collection}` · model `{r.model}` · "
-        f"cleanup `{r.cleanup}` · {summary['batches']} batch(es) "
-        f"({summary['cached_batches']} from this flow run's cache) on `{summary['task_runner']}`",
-        "",
-        "| stage | count |",
-        "|---|---:|",
-        f"| documents | {r.documents} ({r.unchanged_documents} unchanged) |",
-        f"| chunks | {r.chunks} |",
-        f"| embedded | {r.embedded} ({r.cache_hits} cache hits) |",
-        f"| upserted | {r.upserted} |",
-        f"| {verb}added | {r.added} |",
-        f"| {verb}updated | {r.updated} |",
-        f"| skipped | {r.skipped} |",
-        f"| {verb}deleted | {r.deleted} |",
-        f"| migrated | {r.migrated} |",
-        f"| rejected | {r.rejected} |",
-        f"| duplicates | {r.duplicates} |",
-        "",
-    ]
-    if r.by_type:
-        lines += ["| source type | inputs | documents | unchanged | duplicates | rejected |"]
-        lines += ["|---|---:|---:|---:|---:|---:|"]
-        for kind, b in sorted(r.by_type.items()):
-            lines.append(
-                f"| {kind} | {b.get('inputs', 0)} | {b.get('documents', 0)} | "
-                f"{b.get('unchanged', 0)} | {b.get('duplicates', 0)} | {b.get('rejected', 0)} |"
-            )
-        lines.append("")
-    rejects = summary["rejects"]
-    lines.append(f"## Rejects ({len(rejects)})")
-    if rejects:
-        shown = rejects[:REJECT_LINES]
-        more = f"\n… {len(rejects) - len(shown)} more" if len(rejects) > len(shown) else ""
-        lines += ["", "```", *(line.replace("```", "'''") for line in shown), "```" + more]
-        lines.append(f"\nAll rejects: `{r.rejects_file}`")
-    else:
-        lines.append("\nnone")
-    snap = summary["snapshot"]
-    lines += ["", "## Snapshot", ""]
-    if snap:
-        lines += [
-            f"- path: `{snap['path']}`",
-            f"- records: {snap['records']}",
-            f"- sha256: `{snap['sha256']}`",
-        ]
-    else:
-        lines.append("none (dry run)")
-    lines += ["", "## Versions", ""]
-    lines += [f"- {name.upper() if name == 'dvc' else name.capitalize()}: {value}"
-              for name, value in sorted(summary["versions"].items())]  # fmt: skip
-    return "\n".join(lines) + "\n"
+def _sources(params: Params, *named: list[str] | None) -> tuple[list[str], ...]:
+    """The named transcripts, articles and youtube lists, or params.yaml's sources."""
+    src = params.sources
+    chosen = named if any(named) else (src.transcripts, src.articles, src.youtube)
+    if not any(chosen):
+        raise PipelineError(
+            "nothing to ingest: give transcripts, articles or youtube (or sources in params.yaml)"
+        )
+    return tuple(list(c or []) for c in chosen)
+
+
+def _extract(params: Params, transcripts: list[str], articles: list[str],
+             youtube: list[str]) -> list[SourceItem]:  # fmt: skip
+    items = tasks.extract_files(params, transcripts, articles)
+    return items + (tasks.fetch_youtube(params, youtube) if youtube else [])
+
+
+def _params(params_file: str | None) -> Params:
+    try:
+        return load_params(params_file)
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def _open(ctx: Context, cleanup: str | None, dry_run: bool, run_id: str, on_reject: Any,
+          progress: artifacts.RunProgress, wait_seconds: float) -> Ingestion:  # fmt: skip
+    """The open-milvus task, retried with backoff for up to `wait_seconds` of a held lock."""
+    delays = tasks.milvus_wait_delays(wait_seconds)
+    opener = tasks.open_ingestion.with_options(retries=len(delays), retry_delay_seconds=delays)
+    try:
+        return opener(ctx, cleanup, dry_run, run_id, on_reject, progress)
+    except tasks.MilvusLocked as exc:
+        raise PipelineError(f"gave up after {wait_seconds:g} s: {exc}") from None
+
+
+def _load(run: Ingestion, batches: list[list[Document]], embed_fn: Any,
+          progress: artifacts.RunProgress, rejected: list[Reject]) -> int:  # fmt: skip
+    """Every batch through plan -> embed -> load; returns how many came from the cache of a
+    retried flow run (their rejects were not seen this time: they are added from it)."""
+    cached = 0
+    for index, batch in enumerate(batches):
+        delta, from_cache = tasks.run_batch(run, batch, index, embed_fn, progress)
+        if from_cache:
+            rejected += [Reject(**fields) for fields in delta.rejects]
+            cached += 1
+    return cached
+
+
+def _snapshot(ctx: Context, result: IngestResult, skip: bool) -> tuple[Any, dict[str, Any]]:
+    """Snapshot and versions, or why there are none (a dry run, `snapshot=false`)."""
+    if skip:
+        why = "skipped (dry run)" if result.dry_run else "skipped (snapshot=false)"
+        return None, {"dvc": why, "comet": why}
+    snap = tasks.snapshot(ctx, result.run_id)
+    return snap, tasks.version(ctx, snap, result)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -32,19 +31,9 @@ from corpusflow.ids import hash_value
 from corpusflow.models import Document, Reject, SourceItem
 from corpusflow.pipeline import BatchPlan, Context, Ingestion, PipelineError
 from corpusflow.store import MilvusLockedError, StoreError, is_local_uri
+from flows.accounting import BatchCounts, Counters, batch_cache_key, counted_once
+from flows.artifacts import RunProgress
 
-# IngestResult fields a batch adds to; the rest describe the run, not a batch.
-BATCH_COUNTERS = (
-    "documents",
-    "unchanged_documents",
-    "chunks",
-    "upserted",
-    "added",
-    "updated",
-    "skipped",
-    "deleted",
-    "rejected",
-)
 DASK_TEXTS_PER_TASK = 16  # texts per model call on a Dask worker: spreads a batch over workers
 
 
@@ -170,11 +159,19 @@ def open_ingestion(
     dry_run: bool,
     run_id: str,
     on_reject: Callable[[Reject], None] | None = None,
+    progress: pipeline.Progress | None = None,
 ) -> Ingestion:
     """Open the store and the target collection (the step the Milvus Lite lock blocks)."""
     uri = ctx.env.milvus_uri or ctx.params.milvus.uri
     try:
-        return Ingestion(ctx, cleanup=cleanup, dry_run=dry_run, on_reject=on_reject, run_id=run_id)
+        return Ingestion(
+            ctx,
+            cleanup=cleanup,
+            dry_run=dry_run,
+            progress=progress,
+            on_reject=on_reject,
+            run_id=run_id,
+        )
     except MilvusLockedError as exc:
         raise MilvusLocked(f"{exc}; waiting for it") from None  # retried with backoff
     except StoreError as exc:
@@ -192,104 +189,6 @@ def screen(run: Ingestion, items: Sequence[SourceItem]) -> list[Document]:
 # ----------------------------------------------------------------------------------------
 # per batch: plan -> embed -> load, as one cached unit
 # ----------------------------------------------------------------------------------------
-@dataclass
-class Counters:
-    """A copy of everything a batch adds to: the run's counts, rejects and protected ids."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
-    rejects: int = 0
-    protected: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, run: Ingestion) -> Counters:
-        counts = {name: getattr(run.result, name) for name in BATCH_COUNTERS}
-        counts["embedded"] = run.embed_counts.embedded
-        counts["cache_hits"] = run.embed_counts.cache_hits
-        return cls(
-            counts=counts,
-            by_type={k: dict(v) for k, v in run.result.by_type.items()},
-            rejects=len(run.screener.rejects.items),
-            protected=frozenset(run.screener.protected),
-        )
-
-    def restore(self, run: Ingestion) -> None:
-        """Put the counts back in place (the Screener shares `run.result`: never replace it)."""
-        for name in BATCH_COUNTERS:
-            setattr(run.result, name, self.counts[name])
-        run.embed_counts.embedded = self.counts["embedded"]
-        run.embed_counts.cache_hits = self.counts["cache_hits"]
-        run.result.by_type = {k: dict(v) for k, v in self.by_type.items()}
-        del run.screener.rejects.items[self.rejects :]
-        run.screener.protected.intersection_update(self.protected)
-
-
-@dataclass
-class BatchCounts:
-    """What one batch added to the run: small, JSON, the only thing Prefect persists."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
-    rejects: list[str] = field(default_factory=list)
-    protected: list[str] = field(default_factory=list)
-
-    @classmethod
-    def between(cls, before: Counters, run: Ingestion) -> BatchCounts:
-        after = Counters.of(run)
-        by_type: dict[str, dict[str, int]] = {}
-        for kind, bucket in after.by_type.items():
-            old = before.by_type.get(kind, {})
-            diff = {k: n - old.get(k, 0) for k, n in bucket.items() if n != old.get(k, 0)}
-            if diff:
-                by_type[kind] = diff
-        return cls(
-            counts={k: n - before.counts[k] for k, n in after.counts.items()},
-            by_type=by_type,
-            rejects=[r.line() for r in run.screener.rejects.items[before.rejects :]],
-            protected=sorted(after.protected - before.protected),
-        )
-
-    def apply(self, run: Ingestion) -> None:
-        """Add a cached batch's counts to the run, as if it had run now."""
-        r = run.result
-        for name in BATCH_COUNTERS:
-            setattr(r, name, getattr(r, name) + self.counts.get(name, 0))
-        run.embed_counts.embedded += self.counts.get("embedded", 0)
-        run.embed_counts.cache_hits += self.counts.get("cache_hits", 0)
-        for source_type, bucket in self.by_type.items():
-            for key, n in bucket.items():
-                r.count(source_type, key, n)
-        run.screener.protected.update(self.protected)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BatchCounts:
-        return cls(**data)
-
-
-def batch_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    """Batch content + chunker + model + collection, scoped to the flow run: a *retried* flow
-    run skips the batches it already finished; a new run never sees another run's entries."""
-    run: Ingestion = parameters["run"]
-    batch: Sequence[Document] = parameters["batch"]
-    flow_run_id = context.task_run.flow_run_id
-    if flow_run_id is None:
-        return None
-    digest = hash_value(
-        {
-            "documents": [[d.source_id, d.content_hash] for d in batch],
-            "chunker": run.spec.digest,
-            "model": run.ctx.cache_model_key,
-            "collection": run.target,
-            "cleanup": run.result.cleanup,
-            "dry_run": run.dry_run,
-        }
-    )
-    return f"corpusflow-batch-{flow_run_id}-{digest[:32]}"
-
-
 def _step_options(backoff: float) -> dict[str, Any]:
     return {
         "cache_policy": NO_CACHE,
@@ -304,12 +203,8 @@ def _step_options(backoff: float) -> dict[str, Any]:
 @task(name="plan", **_step_options(2))
 def plan_batch(run: Ingestion, batch: Sequence[Document]) -> BatchPlan:
     """Compare with the stored state (reads Milvus) and chunk what changed."""
-    before = Counters.of(run)
-    try:
+    with counted_once(run):
         return run.plan(batch)
-    except Exception:
-        before.restore(run)  # a retry must not count the batch twice
-        raise
 
 
 @task(name="embed", **_step_options(5))
@@ -318,23 +213,15 @@ def embed_batch(
 ) -> list[list[float]]:
     """Vectors through the cache; only missing texts reach the model (or the endpoint).
     Each model call's vectors are committed to the cache, so a retry resumes from there."""
-    before = Counters.of(run)
-    try:
+    with counted_once(run):
         return run.embed(plan, embed_fn)
-    except Exception:
-        before.restore(run)
-        raise
 
 
 @task(name="load", **_step_options(2))
 def load_batch(run: Ingestion, plan: BatchPlan, vectors: list[list[float]]) -> int:
     """Upsert, then delete the batch's stale chunks (upserts are idempotent: safe to retry)."""
-    before = Counters.of(run)
-    try:
+    with counted_once(run):
         run.load(plan, vectors)
-    except Exception:
-        before.restore(run)
-        raise
     return len(plan.writes)
 
 
@@ -350,26 +237,34 @@ def ingest_batch(
     batch: Sequence[Document],
     index: int,
     embed_fn: pipeline.EmbedFn | None = None,
+    progress: RunProgress | None = None,
 ) -> dict[str, Any]:
     """plan -> embed -> load for one batch. Returns what the batch added to the run's counts:
     that small JSON is what the per-flow-run cache keeps, never vectors."""
     before = Counters.of(run)
     plan = plan_batch(run, batch)
-    vectors = embed_batch(run, plan, embed_fn)
+    with progress.embedding(len(batch), len(plan.texts)) if progress else nullcontext():
+        vectors = embed_batch(run, plan, embed_fn)
     load_batch(run, plan, vectors)
     return BatchCounts.between(before, run).to_json()
 
 
 def run_batch(
-    run: Ingestion, batch: Sequence[Document], index: int, embed_fn: pipeline.EmbedFn | None
+    run: Ingestion,
+    batch: Sequence[Document],
+    index: int,
+    embed_fn: pipeline.EmbedFn | None,
+    progress: RunProgress | None = None,
 ) -> tuple[BatchCounts, bool]:
     """Run `ingest_batch`; when a retried flow run finds it in the cache, add its counts to
     the run (they were not counted this time). Returns the batch's counts and whether cached."""
-    state = ingest_batch(run, batch, index, embed_fn, return_state=True)
+    state = ingest_batch(run, batch, index, embed_fn, progress, return_state=True)
     delta = BatchCounts.from_json(state.result())
     cached = state.name == "Cached"
     if cached:
         delta.apply(run)
+    if progress:
+        progress.batch_done(len(batch))
     return delta, cached
 
 
@@ -381,13 +276,8 @@ def run_batch(
       retry_condition_fn=retry_if_transient)  # fmt: skip
 def finish(run: Ingestion) -> pipeline.IngestResult:
     """`full` cleanup, migration after a model change, and the alias move."""
-    before, migrated = Counters.of(run), run.result.migrated
-    try:
+    with counted_once(run):
         return run.finish()
-    except Exception:
-        before.restore(run)
-        run.result.migrated = migrated
-        raise
 
 
 @task(name="snapshot", cache_policy=NO_CACHE, persist_result=False, retries=3,

@@ -3,10 +3,11 @@
 #
 #   make prefect-up        start server (127.0.0.1:$(PREFECT_PORT)), work pool, deploy, worker
 #   make prefect-run       prefect deployment run 'ingest/local' --watch (starts the stack if needed)
-#   make prefect-status    which parts run
+#   make prefect-status    which parts run (exit 0, also when stopped)
 #   make prefect-deploy    re-register prefect.yaml's deployments
 #   make prefect-down      stop the worker, then the server
-#   make prefect-test      the flow, Dask and end-to-end tests only
+#   make prefect-test      the flow, streaming, Dask and end-to-end tests only
+#   make prefect-bench     streaming latency: file write -> searchable, minus embedding
 #   make prefect-clean     stop, then remove data/prefect (Prefect's database, logs, results)
 #
 # PREFECT_RUN_ARGS passes parameters, e.g.
@@ -18,7 +19,7 @@ PREFECT_STACK = PREFECT_PORT=$(PREFECT_PORT) CORPUSFLOW_BIN=$(abspath $(BIN)) \
 	scripts/prefect-stack.sh
 
 .PHONY: prefect-up prefect-down prefect-status prefect-deploy prefect-run prefect-env \
-	prefect-test prefect-clean
+	prefect-test prefect-bench prefect-clean
 
 prefect-up: install
 	$(PREFECT_STACK) start
@@ -36,12 +37,17 @@ prefect-env:
 	@$(PREFECT_STACK) env
 
 prefect-run: install
-	$(PREFECT_STACK) status >/dev/null || $(PREFECT_STACK) start
+	$(PREFECT_STACK) running || $(PREFECT_STACK) start
 	eval "$$($(PREFECT_STACK) env)" && \
 		$(BIN)/prefect deployment run 'ingest/local' $(PREFECT_RUN_ARGS) --watch
 
 prefect-test: install
-	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_dask.py tests/test_prefect_e2e.py
+	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_streaming.py tests/test_dask.py \
+		tests/test_prefect_e2e.py
+
+prefect-bench:
+	@test -x $(BIN)/python || $(MAKE) install
+	$(BIN)/python -m benchmarks.streaming
 
 prefect-clean: prefect-down
 	rm -rf data/prefect

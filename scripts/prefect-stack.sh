@@ -5,8 +5,10 @@
 #   scripts/prefect-stack.sh start    server, work pool, `prefect deploy --all`, worker
 #   scripts/prefect-stack.sh deploy   re-run `prefect deploy --all` against the running server
 #   scripts/prefect-stack.sh stop     stop the worker, then the server (SIGTERM, then SIGKILL)
-#   scripts/prefect-stack.sh status   which of the two are running, and the API URL
+#   scripts/prefect-stack.sh status   which of the two are running, and the API URL (exit 0)
+#   scripts/prefect-stack.sh running  exit 0 if server and worker both run, 1 if not (quiet)
 #   scripts/prefect-stack.sh env      print `export` lines to point a shell at the server
+#                                     (only needed for PREFECT_PORT other than prefect.toml's 4200)
 #
 # Settings (environment):
 #   PREFECT_PORT            API/UI port on 127.0.0.1                    (default 4200)
@@ -51,7 +53,6 @@ export HF_HUB_DISABLE_TELEMETRY=1
 export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 export DVC_NO_ANALYTICS=1
 export COMET_ERROR_TRACKING_ENABLE=false
-export CORPUSFLOW_HOME="$ROOT" # prefect.yaml's pull step sets the flow's working directory to it
 mkdir -p "$PREFECT_HOME"
 
 log() { printf 'prefect-stack: %s\n' "$*" >&2; }
@@ -135,21 +136,20 @@ start_worker() {
   log "worker started (pid $!, log $WORKER_LOG)"
 }
 
-status() {
-  local rc=0
+status() { # always exit 0: "stopped" is an answer, not an error
   if alive "$SERVER_PID"; then
     echo "server: running (pid $(cat "$SERVER_PID")) ${PREFECT_API_URL%/api}"
   else
     echo "server: stopped"
-    rc=3
   fi
   if alive "$WORKER_PID"; then
     echo "worker: running (pid $(cat "$WORKER_PID")) pool local"
   else
     echo "worker: stopped"
-    rc=3
   fi
-  return $rc
+  if ! alive "$SERVER_PID" && ! alive "$WORKER_PID"; then
+    echo "the stack is stopped: make prefect-up (or scripts/prefect-stack.sh start) starts it"
+  fi
 }
 
 case "${1:-}" in
@@ -174,14 +174,14 @@ case "${1:-}" in
     stop_one server "$SERVER_PID"
     ;;
   status) status ;;
+  running) alive "$SERVER_PID" && alive "$WORKER_PID" ;;
   env)
     echo "export PREFECT_HOME='$PREFECT_HOME'"
     echo "export PREFECT_API_URL='$PREFECT_API_URL'"
     echo "export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1"
-    echo "export CORPUSFLOW_HOME='$ROOT'"
     ;;
   *)
-    echo "usage: $0 start|stop|status|deploy|env" >&2
+    echo "usage: $0 start|stop|status|running|deploy|env" >&2
     exit 2
     ;;
 esac

@@ -3,8 +3,11 @@ tests that need them, so the ~11-14 s `prefect_test_harness` starts once per ses
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +60,30 @@ def prefect_client(prefect_harness, flow_model):
         yield client
 
 
+def write_params(root: Path, **sections) -> Path:
+    """params.yaml for `root` (every path inside it), a flow's `params_file`."""
+    import yaml
+
+    from conftest import make_params
+
+    sections.setdefault("comet", {"mode": "disabled"})
+    params = make_params(root, **sections)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params.model_dump(mode="json")), encoding="utf-8")
+    return path
+
+
+def poll(condition, timeout: float, what: str):
+    """Wait for `condition()` to be truthy and return it (no fixed sleeps); fail after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.1)
+    return value
+
+
 def copy_sample(dest: Path, transcripts: list[str] | None = None, articles: bool = True) -> None:
     """A small corpus from data/raw: the named transcript files (+ sidecars) and articles."""
     (dest / "raw" / "transcripts").mkdir(parents=True, exist_ok=True)
@@ -71,6 +98,12 @@ def copy_sample(dest: Path, transcripts: list[str] | None = None, articles: bool
 
 def artifact_markdown(client, flow_run_id, key: str = "ingest-summary") -> str:
     """The markdown artifact `key` that flow run `flow_run_id` published (read via the API)."""
+    return artifact_data(client, flow_run_id, key, "markdown")
+
+
+def artifact_data(client, flow_run_id, key: str, kind: str):
+    """The data of the `kind` artifact `key` of flow run `flow_run_id`: markdown text, a
+    table's rows (parsed JSON) or a progress percentage."""
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,
@@ -84,8 +117,9 @@ def artifact_markdown(client, flow_run_id, key: str = "ingest-summary") -> str:
         )
     )
     assert len(found) == 1, f"expected one {key!r} artifact for {flow_run_id}, got {found}"
-    assert found[0].type == "markdown"
-    return found[0].data
+    assert found[0].type == kind
+    data = found[0].data
+    return json.loads(data) if kind == "table" else data
 
 
 @pytest.fixture
@@ -94,4 +128,10 @@ def flowkit():
     would bypass pytest's assertion rewriting)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(copy_sample=copy_sample, artifact_markdown=artifact_markdown)
+    return SimpleNamespace(
+        copy_sample=copy_sample,
+        artifact_markdown=artifact_markdown,
+        artifact_data=artifact_data,
+        write_params=write_params,
+        poll=poll,
+    )

@@ -7,27 +7,20 @@ import hashlib
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import yaml
-
-from conftest import make_params
 
 pytest_plugins = ["conftest_prefect"]
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
 
 def write_params(root: Path, **sections) -> Path:
-    """params.yaml for `root` (every path inside it), the flow's `params_file`."""
-    sections.setdefault("comet", {"mode": "disabled"})
-    params = make_params(root, **sections)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params.model_dump(mode="json")), encoding="utf-8")
-    return path
+    from conftest_prefect import write_params  # imported once pytest has loaded the plugin
+
+    return write_params(root, **sections)
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def sample_sources(root: Path) -> dict:
@@ -35,18 +28,6 @@ def sample_sources(root: Path) -> dict:
         "transcripts": [str(root / "raw" / "transcripts")],
         "articles": [str(root / "raw" / "articles" / "articles.csv")],
     }
-
-
-def poll(condition, timeout: float, what: str):
-    """Wait for `condition()` to be truthy (no fixed sleeps); fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.2)
 
 
 def task_runs(client, flow_run_id, name: str):
@@ -86,6 +67,7 @@ def stored_ids(make_ctx, root: Path | None = None) -> set[str]:
 def test_ingest_flow_loads_snapshots_versions_and_reports(
     flowkit, prefect_client, tmp_path, monkeypatch, make_ctx, embedder
 ):
+    from flows import artifacts
     from flows.ingest import ingest
 
     from corpusflow import pipeline
@@ -99,6 +81,14 @@ def test_ingest_flow_loads_snapshots_versions_and_reports(
         "ledger": str(tmp_path / "ledger.jsonl"),
     }
     pfile = write_params(tmp_path, sources=sample_sources(tmp_path), comet=comet)
+    shown: list[float] = []  # the progress artifact's values, as the flow sends them
+    real_update = artifacts.update_progress_artifact
+
+    def spy(artifact_id, progress, *args, **kwargs):
+        shown.append(progress)
+        return real_update(artifact_id, progress, *args, **kwargs)
+
+    monkeypatch.setattr(artifacts, "update_progress_artifact", spy)
 
     state = ingest(params_file=str(pfile), return_state=True)
     assert state.is_completed(), state.message
@@ -109,6 +99,20 @@ def test_ingest_flow_loads_snapshots_versions_and_reports(
     assert r["by_type"]["transcript"]["documents"] == 5
     assert r["by_type"]["article"]["documents"] == 6
 
+    flow_run_id = state.state_details.flow_run_id
+    name = prefect_client.read_flow_run(flow_run_id).name
+    assert name == f"{r['run_id']} · params.yaml"  # the corpusflow run id, then the sources
+    table = flowkit.artifact_data(prefect_client, flow_run_id, "ingest-counts", "table")
+    assert table == [
+        {"source type": t, "inputs": n, "documents": n, "unchanged": 0, "duplicates": 0,
+         "rejected": 0}
+        for t, n in (("article", 6), ("transcript", 5), ("total", 11))
+    ]  # fmt: skip
+    # 3 batches of 4 documents: the bar moved while the run embedded, then reached 100
+    assert shown == sorted(shown) and 0 < shown[0] < 100 and shown[-1] == 100.0
+    assert len(set(shown)) >= 3
+    assert flowkit.artifact_data(prefect_client, flow_run_id, "ingest-progress", "progress") == 100
+
     ids = stored_ids(make_ctx)
     assert len(ids) == r["chunks"]
 
@@ -117,7 +121,6 @@ def test_ingest_flow_loads_snapshots_versions_and_reports(
     assert hashlib.sha256(data).hexdigest() == snap["sha256"]
     assert {rec["id"] for rec in read_snapshot(snap["path"])["records"]} == ids
 
-    flow_run_id = state.state_details.flow_run_id
     md = flowkit.artifact_markdown(prefect_client, flow_run_id)
     assert f"| chunks | {r['chunks']} |" in md
     assert f"| added | {r['chunks']} |" in md
@@ -270,7 +273,7 @@ def test_flow_waits_for_a_milvus_lite_lock(
             holder.wait()
     assert state.is_completed(), state.message
     assert state.result()["result"]["documents"] == 1
-    opened = poll(
+    opened = flowkit.poll(
         lambda: task_runs(prefect_client, state.state_details.flow_run_id, "open-milvus"),
         30,
         "the open-milvus task run in the API",
@@ -300,7 +303,7 @@ class FakeYouTube:
 
 
 def test_youtube_fetch_retries_network_errors_and_parameters_are_validated(
-    flowkit, prefect_harness, flow_model, tmp_path, monkeypatch
+    flowkit, prefect_client, tmp_path, monkeypatch
 ):
     from flows import tasks
     from flows.ingest import ingest
@@ -318,9 +321,15 @@ def test_youtube_fetch_retries_network_errors_and_parameters_are_validated(
     assert r["documents"] == 1 and r["rejected"] == 0 and r["added"] > 0
 
     FakeYouTube.calls, FakeYouTube.failures = 0, 99  # never comes back: a reject, not a crash
-    out = ingest(youtube=["dQw4w9WgXcQ"], params_file=str(pfile), dry_run=True)
+    state = ingest(youtube=["dQw4w9WgXcQ"], params_file=str(pfile), dry_run=True, return_state=True)
+    out = state.result()
     assert FakeYouTube.calls == 1 + tasks.fetch_youtube.retries
     assert out["result"]["rejected"] == 1 and "network error" in out["rejects"][0]
+    rows = flowkit.artifact_data(
+        prefect_client, state.state_details.flow_run_id, "ingest-rejects", "table"
+    )
+    assert rows["source type"] == ["transcript"] and "network error" in rows["reason"][0]
+    assert len(rows["input"]) == 1 and rows["input"][0] in out["rejects"][0]
 
     with pytest.raises(ParameterTypeError):
         ingest(cleanup="sometimes", params_file=str(pfile))

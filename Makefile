@@ -41,4 +41,4 @@ test: install lint
 -include mk/*.mk
 
 clean:
-	rm -rf data/milvus.db data/embedding-cache.sqlite* data/rejects.jsonl data/snapshots
+	rm -rf data/milvus.db data/embedding-cache.sqlite* data/state.sqlite* data/rejects.jsonl data/snapshots

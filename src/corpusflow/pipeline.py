@@ -116,7 +116,8 @@ def extract(
     if transcripts:
         yield from iter_transcripts(transcripts)
     if articles:
-        yield from iter_articles(articles, params.sources.columns)
+        src = params.sources
+        yield from iter_articles(articles, src.columns, by_file=src.columns_by_file)
     if youtube:
         from corpusflow.sources.youtube import fetch_youtube
 
@@ -203,16 +204,26 @@ class IngestResult:
     migrated: int = 0
     rejected: int = 0
     duplicates: int = 0
+    skipped_inputs: int = 0  # files met that are not inputs (a README among transcripts)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
     alias_moved: bool = False
     embedding_usage: dict[str, Any] = field(default_factory=dict)
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     rejects_file: str = ""
+    duplicates_file: str = ""
     seconds: float = 0.0
 
     def count(self, source_type: str, key: str, n: int = 1) -> None:
         bucket = self.by_type.setdefault(
             source_type,
-            {"inputs": 0, "documents": 0, "unchanged": 0, "duplicates": 0, "rejected": 0},
+            {
+                "inputs": 0,
+                "documents": 0,
+                "unchanged": 0,
+                "duplicates": 0,
+                "rejected": 0,
+                "skipped": 0,
+            },
         )
         bucket[key] += n
 
@@ -220,14 +231,20 @@ class IngestResult:
         return asdict(self)
 
 
+def duplicates_path(rejects: str | Path) -> Path:
+    """Duplicates are listed beside the rejects: data/rejects.jsonl -> data/duplicates.jsonl."""
+    return Path(rejects).with_name("duplicates.jsonl")
+
+
 class RejectLog:
-    """Appends rejects to data/rejects.jsonl (one JSON object a line, with the run id)."""
+    """Appends rejects to data/rejects.jsonl (one JSON object a line, with the run id); the
+    same writer lists skipped duplicates, with where they were first seen, beside it."""
 
-    def __init__(self, path: str, run_id: str, enabled: bool = True):
+    def __init__(self, path: str | Path, run_id: str, enabled: bool = True):
         self.path, self.run_id, self.enabled = Path(path), run_id, enabled
-        self.items: list[Reject] = []
+        self.items: list[Reject | Skipped] = []
 
-    def add(self, reject: Reject) -> None:
+    def add(self, reject: Reject | Skipped) -> None:
         self.items.append(reject)
         if not self.enabled:
             return
@@ -314,8 +331,10 @@ class Screener:
         result: IngestResult,
         rejects: RejectLog,
         on_reject: Callable[[Reject], None] | None = None,
+        duplicates: RejectLog | None = None,
     ):
         self.result, self.rejects, self.on_reject = result, rejects, on_reject
+        self.duplicates = duplicates
         self.seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
         self.protected: set[str] = set()  # rejected this run: `full` cleanup must keep them
 
@@ -330,10 +349,19 @@ class Screener:
         if self.on_reject:
             self.on_reject(item)
 
-    def _duplicate(self, source_type: str) -> None:
+    def _duplicate(self, item: Skipped) -> None:
         self.result.duplicates += 1
-        self.result.count(source_type, "inputs")
-        self.result.count(source_type, "duplicates")
+        self.result.count(item.source_type, "inputs")
+        self.result.count(item.source_type, "duplicates")
+        if self.duplicates is not None:
+            self.duplicates.add(item)
+
+    def _skip(self, item: Skipped) -> None:
+        """A file that is not an input: counted and listed, never an error."""
+        self.result.skipped_inputs += 1
+        self.result.count(item.source_type, "inputs")
+        self.result.count(item.source_type, "skipped")
+        self.result.skipped_files.append({"source": item.source, "reason": item.reason})
 
     def screen(self, items: Iterable[SourceItem]) -> Iterator[Document]:
         """Documents to process: rejects logged, duplicates counted, each source id once."""
@@ -342,12 +370,13 @@ class Screener:
             if isinstance(item, Reject):
                 self.reject(item)
             elif isinstance(item, Skipped):
-                self._duplicate(item.source_type)
+                (self._duplicate if item.duplicate else self._skip)(item)
             elif item.source_id in hashes:
+                first = self.seen[item.source_id]
                 if hashes[item.source_id] == item.content_hash:
-                    self._duplicate(item.source_type)
+                    why = f"duplicate of {first}"
+                    self._duplicate(Skipped(item.origin, item.source_type, why, "", item.source_id))
                 else:
-                    first = self.seen[item.source_id]
                     why = f"duplicate source id {item.source_id} with different content"
                     self.reject(Reject(item.origin, item.source_type, f"{why} (first: {first})"))
             elif reason := _oversized_field(item):
@@ -402,7 +431,10 @@ class Ingestion:
             self.exists = True
         self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
-        self.screener = Screener(self.result, rejects, on_reject)
+        dups_file = duplicates_path(params.ingest.rejects)
+        dups = RejectLog(dups_file, self.result.run_id, enabled=not dry_run)
+        self.result.duplicates_file = str(dups_file)
+        self.screener = Screener(self.result, rejects, on_reject, dups)
         self.screen, self.reject = self.screener.screen, self.screener.reject
         self.embed_counts = EmbedCounts()
 

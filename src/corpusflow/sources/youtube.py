@@ -21,7 +21,8 @@ from youtube_transcript_api._errors import (
 )
 
 from corpusflow.models import Document, Reject, Segment, Skipped
-from corpusflow.sources.transcripts import VIDEO_ID_RE, WATCH_URL, condense
+from corpusflow.sources.files import condense
+from corpusflow.sources.transcripts import VIDEO_ID_RE, WATCH_URL
 
 SOURCE_TYPE = "transcript"
 _HOSTS = {

@@ -46,18 +46,18 @@ class Sources(_Section):
     youtube: list[str] = Field(default_factory=list)
     youtube_languages: list[str] = Field(default_factory=lambda: ["en"])
     columns: Columns = Field(default_factory=Columns)
-    # file name or glob -> columns for the CSVs it matches (first match wins, over `columns`)
+    # file name or glob -> the columns of the CSVs it matches (first match wins; it replaces
+    # `columns` for those files, fields it leaves out are auto-detected)
     columns_by_file: dict[str, Columns] = Field(default_factory=dict)
 
 
 def columns_for(path: str | Path, default: Columns, by_file: Mapping[str, Columns]) -> Columns:
-    """The columns of one CSV: the first `by_file` pattern that matches its path (from the
-    right, as `Path.match`: "*.csv", "news/*.csv") or its name, over the `default` ones."""
+    """The columns of one CSV: those of the first `by_file` pattern matching its path (from
+    the right, as `Path.match`: "*.csv", "news/*.csv") or its name; else `default`."""
     pure = PurePath(path)
     for pattern, columns in by_file.items():
         if pure.match(pattern) or fnmatch(pure.name, pattern):
-            chosen = columns.model_dump(exclude_none=True)
-            return default.model_copy(update=chosen)
+            return columns
     return default
 
 

@@ -234,3 +234,20 @@ def test_overflowing_timestamps_are_rejected(tmp_path, payload, reason):
     items = list(iter_transcripts([path]))
     assert len(items) == 1 and isinstance(items[0], Reject), items
     assert items[0].reason == reason
+
+
+def test_overflowing_times_from_live_youtube_are_rejected(monkeypatch):
+    """The live fetch parses YouTube's XML through youtube-transcript-api (replayed, offline)."""
+    import test_sources as ts
+    from corpusflow.sources.youtube import fetch_youtube
+
+    monkeypatch.setattr(
+        ts,
+        "TIMEDTEXT",
+        ts.TIMEDTEXT.replace('start="2.56" dur="1.94"', 'start="1e308" dur="1e308"'),
+    )
+    api, _ = ts.replay_api()
+    (reject,) = fetch_youtube([ts.VIDEO], api=api)
+    assert isinstance(reject, Reject), reject
+    assert reject.reason == "snippet 2 start time 1e+308 s is too large to store (at most 1e+12 s)"
+    assert reject.source_id == f"youtube:{ts.VIDEO}"

@@ -143,18 +143,7 @@ def _read_csv(
             return "skip"
 
         try:
-            reader = pacsv.open_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True, invalid_row_handler=on_invalid
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.binary() for name in header},  # UTF-8 per field
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            reader = _open_reader(path, header, block_size, on_invalid)
             picked = _pick_columns(reader.schema.names, columns)
             row = 0
             for batch in reader:
@@ -189,6 +178,21 @@ def _read_csv(
         finally:
             if reader is not None:
                 reader.close()
+
+
+def _open_reader(path: Path, header: list[str], block_size: int, on_invalid: Any) -> Any:
+    """A streaming reader: every column as bytes (UTF-8 is checked per field, so one bad
+    byte costs its row, not the file), one thread (row numbers stay exact)."""
+    return pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.binary() for name in header},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
 
 
 def _header(path: Path) -> list[str]:

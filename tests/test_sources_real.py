@@ -209,25 +209,31 @@ def test_vtt_keeps_a_line_repeated_seconds_later_like_srt_does():
     assert vtt.text == srt.text == "No. No. I said no."
 
 
-def test_vtt_hls_timestamp_map_shifts_times_by_local():
-    doc = one(REAL / "subtitles" / "sample_hls.vtt")
+@pytest.mark.parametrize(
+    "name, segments",
+    [
+        (  # HLS: cue 1088:42:00.500 - X-TIMESTAMP-MAP LOCAL 1086:59:52.424 = 1:42:08.076
+            "sample_hls.vtt",
+            (
+                Segment(6128.076, 6134.576, "Caption text #1"),
+                Segment(6134.576, 6139.466, "Caption text #2"),
+                Segment(6139.466, 6143.896, "Caption text #3"),
+            ),
+        ),
+        (  # youtube-dl: a Style header, <c.color> tags, a cue not separated by a blank line
+            "youtube_dl.vtt",
+            (
+                Segment(286.07, 286.47, "yeah"),
+                Segment(286.47, 304.08, "what"),
+                Segment(304.08, 305.069, "this will happen is I'm telling"),
+            ),
+        ),
+    ],
+)
+def test_webvtt_py_samples_give_exact_times(name, segments):
+    doc = one(REAL / "subtitles" / name)
     assert isinstance(doc, Document)
-    # cue 1088:42:00.500 - LOCAL 1086:59:52.424 = 1:42:08.076
-    assert doc.segments == (
-        Segment(6128.076, 6134.576, "Caption text #1"),
-        Segment(6134.576, 6139.466, "Caption text #2"),
-        Segment(6139.466, 6143.896, "Caption text #3"),
-    )
-
-
-def test_youtube_dl_vtt_with_styles_and_unseparated_cues():
-    doc = one(REAL / "subtitles" / "youtube_dl.vtt")
-    assert isinstance(doc, Document)
-    assert doc.segments == (
-        Segment(286.07, 286.47, "yeah"),
-        Segment(286.47, 304.08, "what"),
-        Segment(304.08, 305.069, "this will happen is I'm telling"),
-    )
+    assert doc.segments == segments
 
 
 def test_a_gb2312_srt_is_refused_with_a_hint_that_names_it():

@@ -44,8 +44,6 @@ from corpusflow.sources.files import (
 )
 from corpusflow.sources.formats import parse_json, parse_srt, parse_vtt
 
-__all__ = ["iter_transcripts", "condense", "escapes", "input_files", "Seen", "decode"]
-
 SOURCE_TYPE = "transcript"
 EXTENSIONS = (".vtt", ".srt", ".json", ".txt")
 FORMAT_PREFERENCE = (".json", ".vtt", ".srt", ".txt")  # richest timing first

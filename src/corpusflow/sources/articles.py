@@ -147,7 +147,7 @@ def _read_csv(
             picked = _pick_columns(reader.schema.names, columns)
             row = 0
             for batch in reader:
-                values = {field: batch.column(index).to_pylist() for field, index in picked.items()}
+                values = {field: _column(batch.column(index)) for field, index in picked.items()}
                 for i in range(batch.num_rows):
                     row += 1
                     while row in ragged:
@@ -193,6 +193,15 @@ def _open_reader(path: Path, header: list[str], block_size: int, on_invalid: Any
             quoted_strings_can_be_null=False,
         ),
     )
+
+
+def _column(column: Any) -> list[str | bytes | None]:
+    """A column's values as text, validated by pyarrow in one pass; a column holding a bad
+    byte stays bytes, so `_decode` can name the row and the byte."""
+    try:
+        return column.cast(pa.string()).to_pylist()
+    except pa.ArrowInvalid:
+        return column.to_pylist()
 
 
 def _header(path: Path) -> list[str]:
@@ -311,9 +320,11 @@ class _NotUtf8(Exception):
     """A field's bytes are not UTF-8: the row is rejected, the file goes on."""
 
 
-def _decode(value: bytes | None, field: str) -> str:
+def _decode(value: str | bytes | None, field: str) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -353,7 +364,7 @@ def _key(meta: dict[str, str], text: str) -> tuple[str, str]:
 
 
 def _article(
-    path: Path, row: int, raw: dict[str, bytes | None], seen: Seen
+    path: Path, row: int, raw: dict[str, str | bytes | None], seen: Seen
 ) -> Document | Reject | Skipped:
     locator = f"row {row}"
     values: dict[str, str] = {}

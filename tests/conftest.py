@@ -22,6 +22,17 @@ SAMPLE = REPO / "data" / "raw"
 CLI = str(Path(sys.executable).with_name("corpusflow"))
 
 
+@pytest.fixture(autouse=True)
+def _no_project_root_from_another_test():
+    """`load_params` sets the project root that file and CSV ids are relative to; a test
+    that loaded a params file must not move the ids of the tests after it."""
+    from corpusflow.ids import PROJECT_ROOT
+
+    token = PROJECT_ROOT.set(None)
+    yield
+    PROJECT_ROOT.reset(token)
+
+
 @pytest.fixture(scope="session")
 def embedder() -> LocalEmbedder:
     """The real shipped MiniLM, loaded once for the whole session."""

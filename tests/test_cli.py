@@ -156,16 +156,24 @@ def test_rejects_are_reported_and_the_rest_goes_on(tmp_path):
         "--json",
     )
     result = json.loads(out.stdout)
-    assert result["documents"] == 2 and result["rejected"] == 5
+    assert result["documents"] == 2 and result["rejected"] == 4
+    # a .docx among transcripts is not an input: skipped and listed, not rejected
+    assert result["skipped_inputs"] == 1
+    assert result["skipped_files"] == [
+        {
+            "source": "in/notes.docx",
+            "reason": "not a transcript type (.docx); read: .vtt, .srt, .json, .txt",
+        }
+    ]
     lines = [line for line in out.stderr.splitlines() if line.startswith("rejected ")]
-    assert len(lines) == 5 and "Traceback" not in out.stderr
+    assert len(lines) == 4 and "Traceback" not in out.stderr
     rejects = [json.loads(line) for line in (tmp_path / "data" / "rejects.jsonl").open()]
-    assert len(rejects) == 5 and all(r["reason"] and r["run_id"] for r in rejects)
+    assert len(rejects) == 4 and all(r["reason"] and r["run_id"] for r in rejects)
     reasons = " | ".join(r["reason"] for r in rejects)
-    assert "empty" in reasons and "unknown format" in reasons and "UTF-8" in reasons
+    assert "empty" in reasons and "UTF-8" in reasons
     assert "text column" in reasons
     strict = cli(tmp_path, "ingest", "--transcripts", "in", "--strict", check=False)
-    assert strict.returncode == 1 and "rejected 3" in strict.stdout
+    assert strict.returncode == 1 and "rejected 2" in strict.stdout
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path):

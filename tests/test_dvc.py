@@ -247,6 +247,7 @@ def test_repro_builds_collection_and_snapshot(project: Project):
         "documents": 4,
         "duplicates": 0,
         "rejected": 1,
+        "skipped": 0,
     }
     assert extract["by_type"]["article"]["documents"] == 3
     shown = json.loads(project.dvc("metrics", "show", "--json"))

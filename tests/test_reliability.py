@@ -26,7 +26,7 @@ from corpusflow.config import load_params
 from corpusflow.ids import sha256_text
 from corpusflow.pipeline import Context, extract, ingest
 
-DOC, DUP, REJECT = "document", "duplicate", "rejected"
+DOC, DUP, REJECT, SKIP = "document", "duplicate", "rejected", "skipped"
 
 EMOJI_RTL = (
     "Emoji and scripts 🎉👩‍👩‍👧‍👦🏳️‍🌈 — עברית: שלום עולם, العربية: مرحبا بالعالم، "
@@ -77,12 +77,12 @@ PLANTED: list[Planted] = [
     Planted("transcripts/utf16-no-bom.txt", "transcript", REJECT, "UTF-16 without a BOM"),
     Planted("transcripts/zero.vtt", "transcript", REJECT, "empty transcript"),
     Planted("transcripts/nul.txt", "transcript", REJECT, "NUL bytes"),
-    Planted("transcripts/notes.docx", "transcript", REJECT, "unknown format .docx"),
+    Planted("transcripts/notes.docx", "transcript", SKIP),  # not a transcript type
     Planted("transcripts/emoji-rtl.txt", "transcript", DOC),
     Planted("transcripts/long-token.txt", "transcript", DOC),
     Planted("transcripts/escape.txt", "transcript", REJECT, "symlink leads outside"),
     Planted("transcripts/escape-dir", "transcript", REJECT, "symlink leads outside"),
-    Planted("transcripts/inner-link", "transcript", DUP),  # symlinked dir inside: not followed
+    Planted("transcripts/inner-link", "transcript", SKIP),  # symlinked dir inside: not followed
     Planted("transcripts/sub/Rivers [abcDEF12345].en.vtt", "transcript", DUP),
     Planted("transcripts/sub/Rivers [abcDEF12345].fr.vtt", "transcript", REJECT, "same source id"),
     # articles: one CSV, row by row ---------------------------------------------------
@@ -238,31 +238,37 @@ def mixed(tmp_path_factory) -> dict:
 def expected_counts() -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
     for p in PLANTED:
-        c = counts.setdefault(p.source_type, {"inputs": 0, DOC: 0, DUP: 0, REJECT: 0})
+        c = counts.setdefault(p.source_type, {"inputs": 0, DOC: 0, DUP: 0, REJECT: 0, SKIP: 0})
         c["inputs"] += 1
         c[p.outcome] += 1
     return counts
 
 
 def test_every_planted_input_is_accounted_for(mixed):
-    """inputs = documents + duplicates + rejected per source type, and each number equals
-    what was planted: no input vanishes and none is counted twice."""
+    """inputs = documents + duplicates + rejected + skipped per source type, and each number
+    equals what was planted: no input vanishes and none is counted twice."""
     r = mixed["result"]
     assert mixed["out"].returncode == 0  # rejects do not fail the run without --strict
     for source_type, want in expected_counts().items():
         got = r["by_type"][source_type]
-        assert got["inputs"] == got["documents"] + got["duplicates"] + got["rejected"]
+        parts = got["documents"] + got["duplicates"] + got["rejected"] + got["skipped"]
+        assert got["inputs"] == parts
         assert got["inputs"] == want["inputs"], source_type
-        assert (got["documents"], got["duplicates"], got["rejected"]) == (
+        assert (got["documents"], got["duplicates"], got["rejected"], got["skipped"]) == (
             want[DOC],
             want[DUP],
             want[REJECT],
+            want[SKIP],
         ), source_type
         assert got["unchanged"] == 0
     assert set(r["by_type"]) == {"transcript", "article"}
     assert r["documents"] == sum(p.outcome == DOC for p in PLANTED)
     assert r["rejected"] == sum(p.outcome == REJECT for p in PLANTED)
     assert r["duplicates"] == sum(p.outcome == DUP for p in PLANTED)
+    assert r["skipped_inputs"] == sum(p.outcome == SKIP for p in PLANTED)
+    assert sorted(f["source"] for f in r["skipped_files"]) == sorted(
+        str(Path("corpus") / p.path) for p in PLANTED if p.outcome == SKIP
+    )
     assert r["chunks"] == r["added"] == r["upserted"]
 
 
@@ -372,7 +378,8 @@ def test_rerun_accounts_the_same_inputs_as_unchanged_and_strict_fails(mixed):
     r = json.loads(out.stdout)
     want = expected_counts()
     for source_type, got in r["by_type"].items():
-        assert got["inputs"] == got["documents"] + got["duplicates"] + got["rejected"]
+        parts = got["documents"] + got["duplicates"] + got["rejected"] + got["skipped"]
+        assert got["inputs"] == parts
         assert got["inputs"] == want[source_type]["inputs"]
         assert got["unchanged"] == got["documents"] == want[source_type][DOC]
     assert (r["embedded"], r["upserted"], r["added"], r["deleted"]) == (0, 0, 0, 0)

@@ -407,8 +407,8 @@ def test_csv_without_text_column_is_one_reject(tmp_path):
     (reject,) = arts([path])
     assert isinstance(reject, Reject) and reject.locator == ""
     assert reject.reason == (
-        "CSV has no text column (looked for text/content/body; set sources.columns.text in "
-        "params.yaml); columns found: id, title, notes"
+        "CSV has no text column (looked for text/content/body/description/news/article/story; "
+        "set sources.columns.text in params.yaml); columns found: id, title, notes"
     )
 
 
@@ -468,10 +468,11 @@ def test_csv_key_without_id(tmp_path):
         "id,title,url,text\n,T1,https://x.org/1,one\n,T2,,two\n,,,three\n",
     )
     docs = arts([path])
+    base = f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:"
     assert [d.source_id for d in docs] == [
-        f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:{sha256_text('https://x.org/1')[:16]}",
-        f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:{sha256_text('T2')[:16]}",
-        f"csv:{(tmp_path / 'noid.csv').resolve().as_posix()}:{sha256_text('three')[:16]}",
+        base + sha256_text("https://x.org/1")[:16],
+        base + sha256_text("T2" + chr(10) + "two")[:16],  # title and text: see AG News
+        base + sha256_text("three")[:16],
     ]
 
 
@@ -517,16 +518,15 @@ def test_csv_tiny_block_size_streams_the_same(tmp_path):
     ].text.startswith("a long paragraph")
 
 
-def test_csv_is_streamed_rows_before_a_bad_block_survive(tmp_path):
+def test_csv_is_streamed_a_bad_byte_in_the_last_block_costs_only_its_row(tmp_path):
     good = "".join(f"{n},t,text {n}\n" for n in range(1, 10001))  # > the 64 KiB head check
     path = write(tmp_path / "s.csv", ("id,title,text\n" + good).encode() + b"9999,t,caf\xe9\n")
     items = arts([path], block_size=4096)
     docs = [i for i in items if isinstance(i, Document)]
-    assert len(docs) > 9000  # the blocks before the bad one were ingested
+    assert len(docs) == 10000 and len(items) == 10001
     reject = items[-1]
-    assert isinstance(reject, Reject) and reject.reason.startswith(
-        f"not valid UTF-8 text after row {len(docs)}"
-    )
+    assert isinstance(reject, Reject) and reject.locator == "row 10001"
+    assert reject.reason.startswith("row 10001: text is not valid UTF-8 (byte 0xe9 at offset 3")
 
 
 def test_csv_file_level_rejects(tmp_path):

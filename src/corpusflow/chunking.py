@@ -217,8 +217,7 @@ class _OffsetSplitter(RecursiveCharacterTextSplitter):
                     if doc is not None:
                         docs.append(doc)
                     while total > self._chunk_overlap or (
-                        total + len_ + (sep_len if current else 0) > self._chunk_size
-                        and total > 0
+                        total + len_ + (sep_len if current else 0) > self._chunk_size and total > 0
                     ):
                         total -= self._length_function(current[0][1]) + (
                             sep_len if len(current) > 1 else 0

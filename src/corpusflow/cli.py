@@ -135,8 +135,12 @@ def _print_ingest(r: Any) -> None:
             f"  tokens {usage.get('tokens_used', 0)}"
             + (f", estimated cost ${cost:.4f}" if cost is not None else "")
         )
+    if r.skipped_inputs:
+        typer.echo(f"  not inputs (skipped, listed with --json): {r.skipped_inputs} files")
     if r.rejected:
         typer.echo(f"  rejects: {r.rejects_file}")
+    if r.duplicates and not r.dry_run:
+        typer.echo(f"  duplicates: {r.duplicates_file}")
 
 
 snapshot_app = typer.Typer(

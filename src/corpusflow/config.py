@@ -7,7 +7,9 @@ OPENAI_API_KEY, COMET_API_KEY) are read from the environment and never stored he
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Mapping
+from fnmatch import fnmatch
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import yaml
@@ -44,6 +46,19 @@ class Sources(_Section):
     youtube: list[str] = Field(default_factory=list)
     youtube_languages: list[str] = Field(default_factory=lambda: ["en"])
     columns: Columns = Field(default_factory=Columns)
+    # file name or glob -> the columns of the CSVs it matches (first match wins; it replaces
+    # `columns` for those files, fields it leaves out are auto-detected)
+    columns_by_file: dict[str, Columns] = Field(default_factory=dict)
+
+
+def columns_for(path: str | Path, default: Columns, by_file: Mapping[str, Columns]) -> Columns:
+    """The columns of one CSV: those of the first `by_file` pattern matching its path (from
+    the right, as `Path.match`: "*.csv", "news/*.csv") or its name; else `default`."""
+    pure = PurePath(path)
+    for pattern, columns in by_file.items():
+        if pure.match(pattern) or fnmatch(pure.name, pattern):
+            return columns
+    return default
 
 
 class Chunking(_Section):

@@ -104,13 +104,16 @@ class Reject:
 
 @dataclass(frozen=True)
 class Skipped:
-    """An input deliberately not ingested (an exact duplicate), counted but not an error."""
+    """An input deliberately not ingested, counted but not an error: an exact duplicate of
+    one already read (`duplicate`), or a file that is not an input (`duplicate=False`: a
+    README among transcripts, another format of a transcript already read)."""
 
     source: str
     source_type: str
     reason: str
     locator: str = ""
     source_id: str = ""
+    duplicate: bool = True
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ def extract(
     if transcripts:
         yield from iter_transcripts(transcripts, skip=skip)
     if articles:
-        yield from iter_articles(articles, params.sources.columns, skip=skip)
+        src = params.sources
+        yield from iter_articles(articles, src.columns, by_file=src.columns_by_file, skip=skip)
     if youtube:
         from corpusflow.sources.youtube import fetch_youtube
 
@@ -237,16 +238,26 @@ class IngestResult:
     migrated: int = 0
     rejected: int = 0
     duplicates: int = 0
+    skipped_inputs: int = 0  # files met that are not inputs (a README among transcripts)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
     alias_moved: bool = False
     embedding_usage: dict[str, Any] = field(default_factory=dict)
     by_type: dict[str, dict[str, int]] = field(default_factory=dict)
     rejects_file: str = ""
+    duplicates_file: str = ""
     seconds: float = 0.0
 
     def count(self, source_type: str, key: str, n: int = 1) -> None:
         bucket = self.by_type.setdefault(
             source_type,
-            {"inputs": 0, "documents": 0, "unchanged": 0, "duplicates": 0, "rejected": 0},
+            {
+                "inputs": 0,
+                "documents": 0,
+                "unchanged": 0,
+                "duplicates": 0,
+                "rejected": 0,
+                "skipped": 0,
+            },
         )
         bucket[key] += n
 
@@ -254,14 +265,20 @@ class IngestResult:
         return asdict(self)
 
 
+def duplicates_path(rejects: str | Path) -> Path:
+    """Duplicates are listed beside the rejects: data/rejects.jsonl -> data/duplicates.jsonl."""
+    return Path(rejects).with_name("duplicates.jsonl")
+
+
 class RejectLog:
-    """Appends rejects to data/rejects.jsonl (one JSON object a line, with the run id)."""
+    """Appends rejects to data/rejects.jsonl (one JSON object a line, with the run id); the
+    same writer lists skipped duplicates, with where they were first seen, beside it."""
 
-    def __init__(self, path: str, run_id: str, enabled: bool = True):
+    def __init__(self, path: str | Path, run_id: str, enabled: bool = True):
         self.path, self.run_id, self.enabled = Path(path), run_id, enabled
-        self.items: list[Reject] = []
+        self.items: list[Reject | Skipped] = []
 
-    def add(self, reject: Reject) -> None:
+    def add(self, reject: Reject | Skipped) -> None:
         self.items.append(reject)
         if not self.enabled:
             return
@@ -344,9 +361,10 @@ class Screener:
         rejects: RejectLog,
         on_reject: Callable[[Reject], None] | None = None,
         inputs: Inputs | None = None,
+        duplicates: RejectLog | None = None,
     ):
         self.result, self.rejects, self.on_reject = result, rejects, on_reject
-        self.inputs = inputs
+        self.inputs, self.duplicates = inputs, duplicates
         self.seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
         self.protected: set[str] = set()  # rejected this run: `full` cleanup must keep them
 
@@ -363,12 +381,21 @@ class Screener:
         if self.on_reject:
             self.on_reject(item)
 
-    def _duplicate(self, item: Skipped | Document) -> None:
+    def _duplicate(self, item: Skipped) -> None:
         self.result.duplicates += 1
         self.result.count(item.source_type, "inputs")
         self.result.count(item.source_type, "duplicates")
+        if self.duplicates is not None:
+            self.duplicates.add(item)
         if self.inputs is not None:
             self.inputs.duplicate(item)
+
+    def _skip(self, item: Skipped) -> None:
+        """A file that is not an input: counted and listed, never an error."""
+        self.result.skipped_inputs += 1
+        self.result.count(item.source_type, "inputs")
+        self.result.count(item.source_type, "skipped")
+        self.result.skipped_files.append({"source": item.source, "reason": item.reason})
 
     def _unchanged(self, item: Unchanged) -> None:
         r = self.result
@@ -386,16 +413,17 @@ class Screener:
             if isinstance(item, Reject):
                 self.reject(item)
             elif isinstance(item, Skipped):
-                self._duplicate(item)
+                (self._duplicate if item.duplicate else self._skip)(item)
             elif isinstance(item, Unchanged):
                 self._unchanged(item)
             elif item.source_id in hashes or (
                 self.inputs is not None and self.inputs.met_unchanged(item.source_id)
             ):
+                first = self.seen.get(item.source_id, "an unchanged input")
                 if hashes.get(item.source_id) == item.content_hash:
-                    self._duplicate(item)
+                    why = f"duplicate of {first}"
+                    self._duplicate(Skipped(item.origin, item.source_type, why, "", item.source_id))
                 else:
-                    first = self.seen.get(item.source_id, "an unchanged input")
                     why = f"duplicate source id {item.source_id} with different content"
                     self.reject(Reject(item.origin, item.source_type, f"{why} (first: {first})"))
             elif reason := _oversized_field(item):
@@ -455,12 +483,17 @@ class Ingestion:
         )
         self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
-        self.screener = Screener(self.result, rejects, on_reject, self.inputs)
+        dups_file = duplicates_path(params.ingest.rejects)
+        dups = RejectLog(dups_file, self.result.run_id, enabled=not dry_run)
+        self.result.duplicates_file = str(dups_file)
+        self.screener = Screener(self.result, rejects, on_reject, self.inputs, dups)
         self.screen, self.reject = self.screener.screen, self.screener.reject
         self.embed_counts = EmbedCounts()
 
     def extract(
-        self, transcripts: Sequence[str] = (), articles: Sequence[str] = (),
+        self,
+        transcripts: Sequence[str] = (),
+        articles: Sequence[str] = (),
         youtube: Sequence[str] = (),
     ) -> Iterator[SourceItem]:
         """The sources as items; files whose fingerprint is unchanged are not read."""
@@ -510,8 +543,15 @@ class Ingestion:
             current = {c.id for c in chunks}
             plan.stale.extend(i for i in (old.ids if old else ()) if i not in current)
             plan.settled.append(
-                Stored(doc.source_id, doc.source_type, doc.content_hash, spec.digest,
-                       len(chunks), tuple(c.id for c in chunks), plan.inputs[-1])
+                Stored(
+                    doc.source_id,
+                    doc.source_type,
+                    doc.content_hash,
+                    spec.digest,
+                    len(chunks),
+                    tuple(c.id for c in chunks),
+                    plan.inputs[-1],
+                )
             )
         self.memo.put_chunks(cut)
         if self.progress:
@@ -624,9 +664,7 @@ class Ingestion:
                     moved += flush()
         if batch:
             moved += flush()
-        stale = [
-            i for sid, s in old.items() for i in s.ids if i not in set(sources[sid].ids)
-        ]
+        stale = [i for sid, s in old.items() for i in s.ids if i not in set(sources[sid].ids)]
         ctx.store.delete_ids(self.target, stale)
         self.state.settle(sources.values())
         return moved

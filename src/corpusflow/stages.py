@@ -147,7 +147,7 @@ def _screening(params: Params, on_reject: Callable[[Reject], None]):
 
 def _by_type(by_type: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     """Per-source-type counts that describe the data, not this run ("unchanged" varies)."""
-    keep = ("inputs", "documents", "duplicates", "rejected")
+    keep = ("inputs", "documents", "duplicates", "rejected", "skipped")
     return {t: {k: c.get(k, 0) for k in keep} for t, c in sorted(by_type.items())}
 
 

@@ -98,6 +98,25 @@ def uri_identity(uri: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+# pymilvus pings every 10 s even without calls in flight (keepalive_time_ms 10000,
+# keepalive_permit_without_calls). Milvus Lite's server is grpcio with its default policy:
+# a connection with no call in flight may be pinged once per 2 hours, during a call once per
+# 5 minutes, and the third ping too soon gets GOAWAY "too_many_pings", which grpc logs as an
+# error line on stderr. Pinging a server on this machine detects nothing, so against Milvus
+# Lite (a file, or `milvus-lite server` on loopback) pings go only with a call in flight,
+# at most every 6 minutes: within the policy, and still a check on a call that never ends.
+LITE_GRPC_OPTIONS = {
+    "grpc.keepalive_time_ms": 360_000,
+    "grpc.keepalive_permit_without_calls": False,
+}
+_LOOPBACK = re.compile(r"^(?:https?|tcp|grpc)://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?/?$")
+
+
+def grpc_options(uri: str) -> dict[str, Any]:
+    """Channel options for `uri`: Milvus Lite's keepalive-compatible ones on this machine."""
+    return dict(LITE_GRPC_OPTIONS) if is_local_uri(uri) or _LOOPBACK.match(uri) else {}
+
+
 @dataclass(frozen=True)
 class Hit:
     score: float
@@ -120,7 +139,9 @@ class MilvusStore:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             with _lite_open_failures() as failures:
-                self.client = MilvusClient(uri=uri, token=token or "")
+                self.client = MilvusClient(
+                    uri=uri, token=token or "", grpc_options=grpc_options(uri)
+                )
         except Exception as exc:  # lock held by another process, server down, bad URI
             if any(type(f).__name__ == "DataDirLockedError" for f in failures):
                 holder = lock_holder(uri) or "a running ingest or flow?"
@@ -315,7 +336,10 @@ class MilvusStore:
         rows = self._reloading(
             name,
             lambda: self.client.query(
-                name, filter="", output_fields=list(fields), limit=1,
+                name,
+                filter="",
+                output_fields=list(fields),
+                limit=1,
                 consistency_level=READ_CONSISTENCY,
             ),
         )

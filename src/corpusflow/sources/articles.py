@@ -13,8 +13,17 @@ Decisions:
   line after the header, whatever newlines its quoted fields hold.
 - NUL bytes in a field are stripped silently (they come from broken exports and would
   break downstream string handling); a text that is empty afterwards is rejected.
-- The CSV must be UTF-8 (BOM optional); Latin-1/cp1252 is rejected, not guessed, with
-  "re-save the file as UTF-8".
+- The CSV must be UTF-8 (BOM optional), checked field by field: a row holding bytes that
+  are not UTF-8 (Latin-1, cp1252, ...) is rejected with its row number and "re-save the
+  file as UTF-8", the other rows are read. A header that is not UTF-8, a UTF-16 file and
+  a binary file (NUL bytes and invalid UTF-8 in its first 64 KiB) are refused whole.
+- Columns are found by name (see CANDIDATES; case, spaces, "_" and "-" are ignored, so
+  `publishedAt`, `Published At` and `published_at` are one name), or set in params.yaml:
+  `sources.columns` for every CSV, `sources.columns_by_file` per file name or glob.
+- Without an id column the key is made from the url; without a url, from the title and the
+  text together: distinct articles sharing a headline (AG News has many) get distinct keys,
+  and the same row gets the same key on every run. An edited text then gets a new key, so
+  the old version is removed only by a `full` cleanup; an id or url column avoids that.
 - Line ends inside a field are normalised to "\\n" so the content hash does not depend on
   the platform that wrote the file.
 - A text that is only a missing-value marker (NaN, null, None, N/A, #N/A, NaT, <NA>: what
@@ -29,31 +38,47 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterable, Iterator
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from corpusflow.config import Columns
+from corpusflow.config import Columns, columns_for
 from corpusflow.ids import csv_source_id, sha256_text
 from corpusflow.models import Document, Reject, Skipped, SourceItem
-from corpusflow.sources.transcripts import Seen, SkipFn, condense, escapes, input_files
+from corpusflow.sources.files import Seen, condense, escapes, guess_hint, input_files
+from corpusflow.sources.transcripts import SkipFn
 
 SOURCE_TYPE = "article"
 MAX_BLOCK_SIZE = 1 << 30  # a single row larger than this is refused
 _HEAD_BYTES = 1 << 16
 MISSING_MARKERS = frozenset({"nan", "null", "none", "n/a", "#n/a", "nat", "<na>"})
 
+# Auto-detected column names, in priority order (compared without case, spaces, "_", "-").
+# The text column is picked first; a name it took is not used again (`article` is the text
+# of a CSV without another text column, the title of one with `description` or `news`).
 CANDIDATES: dict[str, tuple[str, ...]] = {
-    "id": ("id", "article_id"),
-    "title": ("title", "headline"),
-    "author": ("author", "authors", "byline"),
-    "url": ("url", "link"),
-    "text": ("text", "content", "body"),
-    "published": ("published", "date", "published_at"),
+    "text": ("text", "content", "body", "description", "news", "article", "story"),
+    "id": ("id", "article_id", "uuid", "guid"),
+    "title": ("title", "headline", "heading", "article"),
+    "author": ("author", "authors", "byline", "creator"),
+    "url": ("url", "link", "article_url"),
+    "published": (
+        "published",
+        "date",
+        "published_at",
+        "publish_date",
+        "pub_date",
+        "created_at",
+        "date_added",
+        "timestamp",
+    ),
 }
+_FIELDS = tuple(CANDIDATES)
 
 
 # CSV column overrides are `sources.columns` in params.yaml: one definition, in config.
@@ -68,12 +93,15 @@ def iter_articles(
     paths: Iterable[str | Path],
     columns: ArticleColumns | None = None,
     block_size: int = 1 << 20,
+    by_file: Mapping[str, ArticleColumns] | None = None,
     skip: SkipFn | None = None,
 ) -> Iterator[SourceItem]:
     """Articles from CSV files (a directory means every *.csv under it, sorted).
 
-    Duplicates are judged across all the files of one call: the same source_id with the
-    same content is Skipped, with different content Rejected (one source_id, one text).
+    `columns` applies to every file; `by_file` maps a file name or glob to the columns of
+    the files it matches (first match wins, over `columns`). Duplicates are judged across
+    all the files of one call: the same source_id with the same content is Skipped, with
+    different content Rejected (one source_id, one text).
     """
     columns = columns or ArticleColumns()
     seen = Seen()
@@ -89,7 +117,8 @@ def iter_articles(
             yield from instead
             continue
         try:
-            yield from _read_csv(path, columns, max(int(block_size), 1 << 8), seen)
+            mapping = columns_for(path, columns, by_file or {})
+            yield from _read_csv(path, mapping, max(int(block_size), 1 << 8), seen)
         except _FileReject as bad:
             yield Reject(str(path), SOURCE_TYPE, str(bad))
         except Exception as exc:  # never raise for bad input, whatever a library does
@@ -119,22 +148,11 @@ def _read_csv(
             return "skip"
 
         try:
-            reader = pacsv.open_csv(
-                path,
-                read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
-                parse_options=pacsv.ParseOptions(
-                    newlines_in_values=True, invalid_row_handler=on_invalid
-                ),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.string() for name in header},
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
+            reader = _open_reader(path, header, block_size, on_invalid)
             picked = _pick_columns(reader.schema.names, columns)
             row = 0
             for batch in reader:
-                values = {field: batch.column(index).to_pylist() for field, index in picked.items()}
+                values = {field: _column(batch.column(index)) for field, index in picked.items()}
                 for i in range(batch.num_rows):
                     row += 1
                     while row in ragged:
@@ -167,8 +185,33 @@ def _read_csv(
                 reader.close()
 
 
+def _open_reader(path: Path, header: list[str], block_size: int, on_invalid: Any) -> Any:
+    """A streaming reader: every column as bytes (UTF-8 is checked per field, so one bad
+    byte costs its row, not the file), one thread (row numbers stay exact)."""
+    return pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.binary() for name in header},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _column(column: Any) -> list[str | bytes | None]:
+    """A column's values as text, validated by pyarrow in one pass; a column holding a bad
+    byte stays bytes, so `_decode` can name the row and the byte."""
+    try:
+        return column.cast(pa.string()).to_pylist()
+    except pa.ArrowInvalid:
+        return column.to_pylist()
+
+
 def _header(path: Path) -> list[str]:
-    """Column names, checking first that the file is readable, non-empty UTF-8 text."""
+    """Column names, checking first that the file is readable, non-empty text with a UTF-8
+    header (the rows' encoding is checked field by field)."""
     try:
         with path.open("rb") as fh:
             head = fh.read(_HEAD_BYTES)
@@ -183,40 +226,62 @@ def _header(path: Path) -> list[str]:
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < _HEAD_BYTES)
     except UnicodeDecodeError as exc:
-        raise _FileReject(
-            f"not a UTF-8 text CSV (byte 0x{head[exc.start : exc.start + 1].hex()} at offset "
-            f"{exc.start}; Latin-1/cp1252 or binary?); re-save the file as UTF-8"
-        ) from None
+        if b"\x00" in head:
+            raise _FileReject(
+                f"not a UTF-8 text CSV (byte 0x{head[exc.start : exc.start + 1].hex()} at "
+                f"offset {exc.start} and NUL bytes: binary?); re-save the file as UTF-8"
+            ) from None
+    text = head.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            return next(csv.reader(fh), [])
-    except (csv.Error, UnicodeDecodeError, OSError) as exc:
+        names = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as exc:
         raise _FileReject(condense(f"cannot read the CSV header: {exc}")) from None
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise _FileReject(
+                condense(
+                    f"the CSV header is not valid UTF-8 (column {shown!r}; "
+                    f"{guess_hint(head)}); re-save the file as UTF-8"
+                )
+            ) from None
+    return names
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_-]+", "", name.lower())
 
 
 def _pick_columns(names: list[str], columns: ArticleColumns) -> dict[str, int]:
-    """Field -> column index: overrides first (exact, then case-insensitive), else candidates."""
-    lowered: dict[str, int] = {}
+    """Field -> column index: overrides first (exact, then normalised), else candidates."""
+    normalised: dict[str, int] = {}
     for index, name in enumerate(names):
-        lowered.setdefault(name.strip().lower(), index)
-    found = ", ".join(names) or "(none)"
+        normalised.setdefault(_norm(name), index)
+    found = condense(", ".join(names) or "(none)", 200)
     picked: dict[str, int] = {}
-    for field in Columns.model_fields:
+    for field in _FIELDS:  # overrides first, then the candidates for the fields left
         wanted = getattr(columns, field)
-        if wanted is not None:
-            if wanted in names:
-                picked[field] = names.index(wanted)
-            elif wanted.strip().lower() in lowered:
-                picked[field] = lowered[wanted.strip().lower()]
-            else:
-                raise _FileReject(
+        if wanted is None:
+            continue
+        if wanted in names:
+            picked[field] = names.index(wanted)
+        elif _norm(wanted) in normalised:
+            picked[field] = normalised[_norm(wanted)]
+        else:
+            raise _FileReject(
+                condense(
                     f"column {wanted!r} set in sources.columns.{field} is not in the CSV "
                     f"header (columns found: {found})"
                 )
-            continue
+            )
+    for field in (f for f in _FIELDS if f not in picked):
+        taken = set(picked.values())
         for candidate in CANDIDATES[field]:
-            if candidate in lowered:
-                picked[field] = lowered[candidate]
+            index = normalised.get(_norm(candidate))
+            if index is not None and index not in taken:
+                picked[field] = index
                 break
     if "text" not in picked:
         raise _FileReject(
@@ -256,36 +321,72 @@ def _ragged(path: Path, row: int, actual: int, expected: int) -> Reject:
     )
 
 
-def _field(value: Any) -> str:
+class _NotUtf8(Exception):
+    """A field's bytes are not UTF-8: the row is rejected, the file goes on."""
+
+
+def _decode(value: str | bytes | None, field: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _NotUtf8(
+            f"{field} is not valid UTF-8 (byte 0x{value[exc.start : exc.start + 1].hex()} at "
+            f"offset {exc.start} of the field; {guess_hint(value)}); re-save the file as UTF-8"
+        ) from None
+
+
+def _field(value: str) -> str:
     """A metadata field as one line; NULs stripped."""
-    if value is None:
-        return ""
-    return " ".join(str(value).replace("\x00", "").split())
+    return " ".join(value.replace("\x00", "").split())
 
 
-def _body(value: Any) -> str:
+def _body(value: str) -> str:
     """The article text: NULs stripped, line ends normalised, outer whitespace trimmed."""
-    if value is None:
-        return ""
-    text = str(value).replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
-    return text.strip()
+    return value.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _key(meta: dict[str, str], text: str) -> tuple[str, str]:
+    """(key, how it is shown): the id; else a hash of the url; else of the title and text
+    (distinct stories sharing a headline stay distinct); else of the text."""
+    if meta["id"]:
+        return meta["id"], f"id {meta['id']}"
+    if meta["url"]:
+        key = sha256_text(meta["url"])[:16]
+        return key, f"key {key} (no id; made from the url)"
+    if meta["title"]:
+        if not text:
+            return "", ""
+        key = sha256_text(f"{meta['title']}\n{text}")[:16]
+        return key, f"key {key} (no id or url; made from the title and text)"
+    if text:
+        key = sha256_text(text)[:16]
+        return key, f"key {key} (no id; made from the text)"
+    return "", ""
 
 
 def _article(
-    path: Path, row: int, values: dict[str, Any], seen: Seen
+    path: Path, row: int, raw: dict[str, str | bytes | None], seen: Seen
 ) -> Document | Reject | Skipped:
     locator = f"row {row}"
-    text = _body(values.get("text"))
-    meta = {f: _field(values.get(f)) for f in ("id", "title", "author", "url", "published")}
-    if meta["id"]:
-        key, label = meta["id"], f"id {meta['id']}"
-    elif basis := meta["url"] or meta["title"] or text:
-        kind = "url" if meta["url"] else "title" if meta["title"] else "text"
-        key = sha256_text(basis)[:16]
-        label = f"key {key} (no id; made from the {kind})"
-    else:
-        key = label = ""
+    values: dict[str, str] = {}
+    bad = ""
+    for name in _FIELDS:
+        try:
+            values[name] = _decode(raw.get(name), name)
+        except _NotUtf8 as exc:
+            values[name], bad = "", bad or str(exc)
+    text = _body(values["text"])
+    meta = {f: _field(values[f]) for f in ("id", "title", "author", "url", "published")}
+    # an undecodable row keeps only a readable id: other keys would hash a partial row
+    key, label = _key(meta, text) if not bad else (meta["id"], "")
     source_id = csv_source_id(path, key) if key else ""
+    if bad:
+        reason = f"row {row}: {bad}"
+        return Reject(str(path), SOURCE_TYPE, reason, locator=locator, source_id=source_id)
     if not text or text.lower() in MISSING_MARKERS:
         # the source id (when known) lets a full cleanup keep the article's stored version
         reason = f"row {row}: empty text"

@@ -21,7 +21,9 @@ from youtube_transcript_api._errors import (
 )
 
 from corpusflow.models import Document, Reject, Segment, Skipped
-from corpusflow.sources.transcripts import VIDEO_ID_RE, WATCH_URL, condense
+from corpusflow.sources.files import BadInput, condense
+from corpusflow.sources.formats import checked_time
+from corpusflow.sources.transcripts import VIDEO_ID_RE, WATCH_URL
 
 SOURCE_TYPE = "transcript"
 _HOSTS = {
@@ -94,12 +96,15 @@ def fetch_youtube(
             fetched = api.fetch(video_id, languages=list(languages))
             segments = [
                 Segment(
-                    round(float(s.start), 3),
-                    round(float(s.start) + float(s.duration), 3),
+                    checked_time(float(s.start), f"snippet {n} start"),
+                    checked_time(float(s.start) + float(s.duration), f"snippet {n} end"),
                     " ".join(s.text.split()),
                 )
-                for s in fetched
+                for n, s in enumerate(fetched, 1)
             ]
+        except BadInput as bad:
+            yield Reject(given, SOURCE_TYPE, str(bad), source_id=source_id)
+            continue
         except Exception as exc:  # the library's errors, requests' errors, parse errors
             yield Reject(given, SOURCE_TYPE, _reason(exc), source_id=source_id)
             continue

@@ -26,11 +26,11 @@ CLI = str(Path(sys.executable).with_name("corpusflow"))
 def _no_project_root_from_another_test():
     """`load_params` sets the project root that file and CSV ids are relative to; a test
     that loaded a params file must not move the ids of the tests after it."""
-    from corpusflow.ids import PROJECT_ROOT
+    from corpusflow.ids import set_project_root
 
-    token = PROJECT_ROOT.set(None)
+    previous = set_project_root(None)
     yield
-    PROJECT_ROOT.reset(token)
+    set_project_root(previous)
 
 
 @pytest.fixture(scope="session")

@@ -355,7 +355,7 @@ def test_evaluate_flow_consumes_a_snapshot_version(flowkit, prefect_client, tmp_
         },
         {
             "query": "how did lords in the middle ages protect their fortresses from attackers",
-            "expected_source": "csv:data/raw/articles/articles.csv:castle-003",
+            "expected_source": "csv:raw/articles/articles.csv:castle-003",  # relative to the root
         },
     ]
     pfile = write_params(

@@ -404,11 +404,12 @@ def test_duplicates_are_written_beside_the_rejects_with_their_origin(folder_run)
     assert len(lines) == 1
     entry = json.loads(lines[0])
     first = next(iter_articles([REAL / "csv" / "ag_news_sample.csv"]))
+    key = first.source_id.rpartition(":")[2]  # the run's copy: its path relative to its root
     assert {k: entry[k] for k in ("source", "locator", "reason", "source_id", "run_id")} == {
         "source": "articles/ag_news_sample.csv",
         "locator": "row 4",
         "reason": "duplicate of row 1",
-        "source_id": first.source_id,
+        "source_id": f"csv:articles/ag_news_sample.csv:{key}",
         "run_id": r["run_id"],
     }
     assert not (root / "data" / "rejects.jsonl").exists()  # nothing was rejected

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from corpusflow.ids import PROJECT_ROOT, hash_value
+from corpusflow.ids import hash_value, set_project_root
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -219,5 +219,5 @@ def load_params(path: str | Path | None = None) -> Params:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise ConfigError(f"{file}: {where}: {err['msg']}") from None
-    PROJECT_ROOT.set(file.resolve().parent)  # file and CSV ids are relative to it
+    set_project_root(file.resolve().parent)  # file and CSV ids are relative to it
     return params

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import uuid
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,21 @@ def chunk_id(source_id: str, chunk_index: int, chunk_text: str) -> str:
 # source ids
 # ----------------------------------------------------------------------------------------
 PROJECT_MARKER = "params.yaml"
-# The directory that file and CSV ids are relative to; set from the params file in use.
-PROJECT_ROOT: ContextVar[Path | None] = ContextVar("corpusflow_project_root", default=None)
+# The directory that file and CSV ids are relative to: that of the params file in use, set
+# by `config.load_params` for the whole process (Prefect runs tasks in threads of its own).
+_PROJECT_ROOT: list[Path | None] = [None]
+
+
+def set_project_root(root: Path | None) -> Path | None:
+    """Make `root` the project root of this process; returns the previous one."""
+    previous, _PROJECT_ROOT[0] = _PROJECT_ROOT[0], root
+    return previous
 
 
 def project_root() -> Path | None:
     """The project root: the directory of the params file in use, else the nearest directory
     from the working directory upward that holds a params.yaml, else None (absolute ids)."""
-    root = PROJECT_ROOT.get()
+    root = _PROJECT_ROOT[0]
     if root is not None:
         return root
     here = Path.cwd().resolve()

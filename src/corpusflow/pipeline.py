@@ -29,7 +29,8 @@ from corpusflow.store import (
     physical_name,
 )
 
-Progress = Callable[[str, int], None]  # (what, how many more) — "documents" or "embedded"
+Progress = Callable[[str, int], None]  # (what, how many more): "documents", "embedded", or
+# "to embed" (texts not in the cache, announced before they are embedded: a total)
 SNAPSHOT_FIELDS = [f for f in SCALAR_FIELDS if f != "run_id"]  # run ids are provenance, not data
 SEARCH_FIELDS = [f for f in SCALAR_FIELDS if f not in ("run_id", "doc_hash", "chunker")]
 EMBED_BATCH = 64  # texts per model call between cache commits: bounds work lost to a kill
@@ -156,6 +157,8 @@ def embed_texts(
         if h not in known:
             missing.setdefault(h, t)
     todo = list(missing.items())
+    if progress and todo:
+        progress("to embed", len(todo))
     batches = getattr(ctx.embedder, "embed_batches", None)
     if embed_fn is None and batches is not None and todo:
         # A remote embedder packs requests to the API's limits and runs them concurrently;
@@ -640,22 +643,26 @@ def search(ctx: Context, query: str, k: int = 5, filter: str = "") -> list[dict[
 
 
 def stats(ctx: Context) -> dict[str, Any]:
-    """What the collection holds, by source type, and which model built it."""
+    """What the collection holds, by source type (documents are the rows with chunk_index 0,
+    chunks all rows), and which model built it."""
     physical = ctx.store.alias_target()
     if physical is None:
         return {"collection": ctx.params.milvus.collection, "exists": False, "records": 0}
-    by_type: dict[str, int] = {}
+    by_type: dict[str, dict[str, int]] = {}
     sources: set[str] = set()
     models: set[str] = set()
-    for row in ctx.store.iter_rows(physical, ["source_type", "source_id", "model"]):
-        by_type[row["source_type"]] = by_type.get(row["source_type"], 0) + 1
+    fields = ["source_type", "source_id", "model", "chunk_index"]
+    for row in ctx.store.iter_rows(physical, fields):
+        counts = by_type.setdefault(row["source_type"], {"documents": 0, "chunks": 0})
+        counts["chunks"] += 1
+        counts["documents"] += row["chunk_index"] == 0
         sources.add(row["source_id"])
         models.add(row["model"])
     return {
         "collection": ctx.params.milvus.collection,
         "exists": True,
         "physical_collection": physical,
-        "records": sum(by_type.values()),
+        "records": sum(v["chunks"] for v in by_type.values()),
         "sources": len(sources),
         "by_source_type": dict(sorted(by_type.items())),
         "models": sorted(models),

@@ -190,24 +190,12 @@ def ingest(
     from corpusflow import pipeline
 
     with command_context(params) as ctx:
-        src = ctx.params.sources
-        where = ""
-        if not (transcripts or articles or youtube):
-            transcripts, articles, youtube = src.transcripts, src.articles, src.youtube
-            where = f"{params or 'params.yaml'}: sources."
-        if not (transcripts or articles or youtube):
-            fail(
-                "nothing to ingest: give --transcripts, --articles or --youtube "
-                "(or sources in params.yaml)"
-            )
-        opt = "" if where else "--"
-        _missing({f"{opt}transcripts": transcripts, f"{opt}articles": articles}, where)
+        transcripts, articles, youtube = _sources(
+            ctx.params, params, transcripts, articles, youtube
+        )
         interactive = _interactive()
         inputs = _input_names(transcripts, articles, youtube) if interactive else []
         items = pipeline.extract(ctx.params, transcripts, articles, youtube)
-
-        def on_reject(r: Reject) -> None:
-            _err(r.line())
 
         with _progress(interactive, inputs) as progress:
             if progress is not None:
@@ -215,7 +203,12 @@ def ingest(
                 if hasattr(ctx.embedder, "listener"):
                     ctx.embedder.listener = progress
             result = pipeline.ingest(
-                ctx, items, cleanup=cleanup, dry_run=dry_run, progress=progress, on_reject=on_reject
+                ctx,
+                items,
+                cleanup=cleanup,
+                dry_run=dry_run,
+                progress=progress,
+                on_reject=_print_reject,
             )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), sort_keys=True))
@@ -223,6 +216,33 @@ def ingest(
         _print_ingest(result)
     if strict and result.rejected:
         raise typer.Exit(1)
+
+
+def _sources(
+    p: Any, params_file: str | None, transcripts: list[str], articles: list[str], youtube: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """The inputs named on the command line, else those of params.yaml; each named path
+    must exist (a typo is a user error, not a reject)."""
+    where = ""
+    if not (transcripts or articles or youtube):
+        transcripts, articles, youtube = (
+            p.sources.transcripts,
+            p.sources.articles,
+            p.sources.youtube,
+        )
+        where = f"{params_file or 'params.yaml'}: sources."
+    if not (transcripts or articles or youtube):
+        fail(
+            "nothing to ingest: give --transcripts, --articles or --youtube "
+            "(or sources in params.yaml)"
+        )
+    opt = "" if where else "--"
+    _missing({f"{opt}transcripts": transcripts, f"{opt}articles": articles}, where)
+    return list(transcripts), list(articles), list(youtube)
+
+
+def _print_reject(r: Reject) -> None:
+    _err(r.line())
 
 
 def _print_ingest(r: Any) -> None:

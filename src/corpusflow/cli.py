@@ -12,7 +12,15 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from corpusflow.cli_support import JsonOpt, ParamsOpt, command_context, fail, one_line, run_app
+from corpusflow.cli_support import (
+    JsonOpt,
+    ParamsOpt,
+    command_context,
+    fail,
+    one_line,
+    require_paths,
+    run_app,
+)
 from corpusflow.models import Reject
 
 app = typer.Typer(
@@ -149,15 +157,6 @@ def _counts() -> Any:
     return Counts()
 
 
-def _missing(named: dict[str, list[str]], where: str) -> None:
-    """A path the user named that does not exist is a typo, not a reject: stop before any
-    work (one line, exit 2)."""
-    for option, paths in named.items():
-        for path in paths:
-            if not os.path.lexists(path):
-                fail(f"{where}{option}: {path}: no such file or directory")
-
-
 @app.command()
 def ingest(
     transcripts: Annotated[
@@ -237,7 +236,7 @@ def _sources(
             "(or sources in params.yaml)"
         )
     opt = "" if where else "--"
-    _missing({f"{opt}transcripts": transcripts, f"{opt}articles": articles}, where)
+    require_paths({f"{opt}transcripts": transcripts, f"{opt}articles": articles}, where)
     return list(transcripts), list(articles), list(youtube)
 
 

@@ -4,8 +4,9 @@ the common options, and user errors as one `error: ...` line with exit code 2.""
 from __future__ import annotations
 
 import logging
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -62,6 +63,16 @@ def command_context(params_file: str | None, with_context: bool = True) -> Itera
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def require_paths(named: dict[str, Sequence[str]], where: str = "") -> None:
+    """A path the user named (an option, or params.yaml's `sources:`) that does not exist is
+    a typo, not a reject: one line, exit 2, before any work. `where` prefixes the message,
+    e.g. "params.yaml: sources."."""
+    for option, paths in named.items():
+        for path in paths:
+            if not os.path.lexists(path):
+                fail(f"{where}{option}: {path}: no such file or directory")
 
 
 @contextmanager

@@ -6,13 +6,21 @@ import atexit
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
-from corpusflow.cli_support import JsonOpt, ParamsOpt, command_context, fail
+from corpusflow.cli_support import (
+    JsonOpt,
+    ParamsOpt,
+    command_context,
+    fail,
+    one_line,
+    require_paths,
+    run_app,
+)
 from corpusflow.models import Reject
 
 app = typer.Typer(
@@ -23,6 +31,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"corpusflow {version('corpusflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Transcripts and articles into Milvus, versioned snapshots out."""
+
+
 def _err(line: str) -> None:
     typer.echo(line, err=True)
 
@@ -31,43 +59,122 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
+class IngestProgress:
+    """Rich bars for an ingest on a terminal: inputs read of those found, texts embedded of
+    those planned so far (the pipeline plans batch by batch), a "loading model" spinner,
+    each with elapsed time and ETA. The pipeline reports through `progress(what, n)`."""
+
+    def __init__(self, bar: Any, inputs: list[str]):
+        self.bar, self.inputs, self.at = bar, inputs, 0
+        self.documents = 0
+        self.read = bar.add_task("inputs", total=len(inputs) or None)
+        self.embedding = bar.add_task("embedding", total=0, visible=False)
+        self.loading: Any = None
+
+    def track(self, items: Iterable[Any]) -> Iterator[Any]:
+        """Pass the source items through, moving the inputs bar as each input is finished."""
+        for item in items:
+            self._reached(getattr(item, "origin", "") or getattr(item, "source", ""))
+            yield item
+        self.bar.update(self.read, completed=len(self.inputs))
+
+    def _reached(self, where: str) -> None:
+        for i in range(self.at, len(self.inputs)):
+            name = self.inputs[i]
+            if where == name or where.startswith(name + " "):  # CSV rows: "PATH row 3"
+                self.at = i
+                self.bar.update(self.read, completed=i)
+                return
+
+    def __call__(self, what: str, n: int) -> None:
+        bar = self.bar
+        if what == "documents":
+            self.documents += n
+            bar.update(self.read, description=f"inputs ({self.documents} documents)")
+        elif what == "to embed":  # announced once a batch is planned and the cache consulted
+            total = bar.tasks[self.embedding].total or 0
+            bar.update(self.embedding, total=total + n, visible=True)
+        elif what == "embedded":
+            bar.advance(self.embedding, n)
+        elif what == "loading model":
+            self.loading = bar.add_task("loading model", total=None)
+        elif what == "model loaded" and self.loading is not None:
+            bar.remove_task(self.loading)
+            self.loading = None
+
+
+def _input_names(transcripts: list[str], articles: list[str], youtube: list[str]) -> list[str]:
+    """Every input an ingest will read, in the order the sources read them."""
+    from corpusflow.sources.transcripts import _is_sidecar, input_files
+
+    names: list[str] = []
+    for paths, keep in ((transcripts, lambda p: not _is_sidecar(p)), (articles, _is_csv)):
+        for item in input_files(paths, keep, ""):
+            if isinstance(item, tuple):
+                names.append(str(item[0]))
+    return names + list(youtube)
+
+
+def _is_csv(path: Any) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int], None] | None]:
-    """A progress bar on a terminal; nothing in CI or when output is piped."""
+def _progress(enabled: bool, inputs: list[str]) -> Iterator[IngestProgress | None]:
+    """Progress bars on a terminal (stderr); nothing in CI or when output is piped."""
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        transient=True,
-        console=None,
-    ) as bar:
-        tasks = {
-            "documents": bar.add_task("documents", total=None),
-            "embedded": bar.add_task("embedding", total=None),
-        }
-        yield lambda what, n: bar.advance(tasks[what], n)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _counts())
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
+        yield IngestProgress(bar, inputs)
+
+
+def _counts() -> Any:
+    """`14/18  0:00:07 elapsed, eta 0:00:02` (the ETA at the average rate so far: batches
+    arrive seconds apart, too few for rich's 30 s window); only the elapsed time where no
+    total is known (the model loading)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    def clock(seconds: float | None) -> str:
+        s = int(seconds or 0)
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+    class Counts(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            elapsed = f"{clock(task.elapsed)} elapsed"
+            if not task.total:
+                return Text(elapsed, style="progress.elapsed")
+            done, spent = task.completed, task.elapsed or 0.0
+            left = spent * (task.total - done) / done if done else None  # the average rate
+            eta = "" if task.finished else f", eta {'?' if left is None else clock(left)}"
+            return Text(f"{int(task.completed)}/{int(task.total)}  {elapsed}{eta}")
+
+    return Counts()
 
 
 @app.command()
 def ingest(
     transcripts: Annotated[
-        list[str], typer.Option("--transcripts", help="transcript file or directory (repeatable)")
+        list[str],
+        typer.Option(
+            "--transcripts", metavar="PATH", help="transcript file or directory (repeatable)"
+        ),
     ] = [],  # noqa: B006 - Typer reads defaults, never mutates them
     articles: Annotated[
-        list[str], typer.Option("--articles", help="CSV of articles (repeatable)")
+        list[str], typer.Option("--articles", metavar="CSV", help="CSV of articles (repeatable)")
     ] = [],  # noqa: B006
     youtube: Annotated[
-        list[str], typer.Option("--youtube", help="YouTube URL or id (repeatable)")
+        list[str],
+        typer.Option("--youtube", metavar="URL_OR_ID", help="YouTube URL or id (repeatable)"),
     ] = [],  # noqa: B006
     cleanup: Annotated[
-        str | None,
-        typer.Option(help="incremental (default) or full: drop sources absent from this run"),
+        Literal["incremental", "full"] | None,
+        typer.Option(help="full: drop sources absent from this run (default: ingest.cleanup)"),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="report what would change; change nothing")
@@ -81,29 +188,25 @@ def ingest(
     """Ingest transcripts and CSV articles; unchanged inputs cost nothing."""
     from corpusflow import pipeline
 
-    if cleanup not in (None, "incremental", "full"):
-        fail(f"--cleanup must be incremental or full, not {cleanup!r}")
     with command_context(params) as ctx:
-        src = ctx.params.sources
-        if not (transcripts or articles or youtube):
-            transcripts, articles, youtube = src.transcripts, src.articles, src.youtube
-        if not (transcripts or articles or youtube):
-            fail(
-                "nothing to ingest: give --transcripts, --articles or --youtube "
-                "(or sources in params.yaml)"
-            )
+        transcripts, articles, youtube = _sources(
+            ctx.params, params, transcripts, articles, youtube
+        )
+        interactive = _interactive()
+        inputs = _input_names(transcripts, articles, youtube) if interactive else []
 
-        def on_reject(r: Reject) -> None:
-            _err(r.line())
-
-        with _progress(_interactive()) as progress:
+        with _progress(interactive, inputs) as progress:
+            if progress is not None:
+                if hasattr(ctx.embedder, "listener"):
+                    ctx.embedder.listener = progress
             result = pipeline.ingest(
                 ctx,
                 sources=(transcripts, articles, youtube),
+                track=progress.track if progress is not None else None,
                 cleanup=cleanup,
                 dry_run=dry_run,
                 progress=progress,
-                on_reject=on_reject,
+                on_reject=_print_reject,
             )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), sort_keys=True))
@@ -111,6 +214,33 @@ def ingest(
         _print_ingest(result)
     if strict and result.rejected:
         raise typer.Exit(1)
+
+
+def _sources(
+    p: Any, params_file: str | None, transcripts: list[str], articles: list[str], youtube: list[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """The inputs named on the command line, else those of params.yaml; each named path
+    must exist (a typo is a user error, not a reject)."""
+    where = ""
+    if not (transcripts or articles or youtube):
+        transcripts, articles, youtube = (
+            p.sources.transcripts,
+            p.sources.articles,
+            p.sources.youtube,
+        )
+        where = f"{params_file or 'params.yaml'}: sources."
+    if not (transcripts or articles or youtube):
+        fail(
+            "nothing to ingest: give --transcripts, --articles or --youtube "
+            "(or sources in params.yaml)"
+        )
+    opt = "" if where else "--"
+    require_paths({f"{opt}transcripts": transcripts, f"{opt}articles": articles}, where)
+    return list(transcripts), list(articles), list(youtube)
+
+
+def _print_reject(r: Reject) -> None:
+    _err(r.line())
 
 
 def _print_ingest(r: Any) -> None:
@@ -199,8 +329,15 @@ def snapshot(
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="free text")],
-    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=16384)] = 5,
-    filter: Annotated[str, typer.Option("--filter", help="Milvus filter expression")] = "",
+    k: Annotated[
+        int, typer.Option("-k", "--top-k", min=1, max=16384, metavar="N", help="hits to return")
+    ] = 5,
+    filter: Annotated[
+        str,
+        typer.Option(
+            "--filter", metavar="EXPR", help="Milvus filter, e.g. 'source_type == \"article\"'"
+        ),
+    ] = "",
     as_json: JsonOpt = False,
     params: ParamsOpt = None,
 ) -> None:
@@ -208,6 +345,7 @@ def search(
     from corpusflow import pipeline
 
     with command_context(params) as ctx:
+        _check_filter(ctx, filter)
         hits = pipeline.search(ctx, query, k, filter)
     if as_json:
         typer.echo(json.dumps(hits, ensure_ascii=False))
@@ -225,6 +363,29 @@ def search(
         typer.echo(f"   {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
 
 
+def _check_filter(ctx: Any, expr: str) -> None:
+    """Let Milvus judge a filter on a one-row query before anything loads the model (15-20 s),
+    so a typo fails at once and in words."""
+    physical = ctx.store.alias_target() if expr.strip() else None
+    if physical is None:  # no filter, or no collection (pipeline.search says so)
+        return
+    ctx.store.load(physical)
+    try:
+        ctx.store.client.query(physical, filter=expr, limit=1, output_fields=["id"])
+    except RecursionError:
+        why = "it is nested too deeply"
+    except Exception as exc:
+        if not type(exc).__module__.startswith("pymilvus"):
+            raise
+        why = one_line(str(exc))
+        if "recursion" in why:  # the parser gave up on the nesting
+            why = "it is nested too deeply"
+    else:
+        return
+    shown = expr if len(expr) <= 60 else expr[:57] + "..."
+    fail(f"--filter {shown!r} is not a valid Milvus filter: {why}")
+
+
 def _clock(seconds: float) -> str:
     s = int(seconds)
     return (
@@ -234,7 +395,7 @@ def _clock(seconds: float) -> str:
 
 @app.command()
 def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
-    """Counts in the collection, by source type."""
+    """Documents and chunks in the collection, by source type."""
     from corpusflow import pipeline
 
     with command_context(params) as ctx:
@@ -244,14 +405,15 @@ def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
     elif not info["exists"]:
         typer.echo(f"{info['collection']}: empty (run `corpusflow ingest`)")
     else:
-        types = ", ".join(
-            f"{k} {v['documents']} documents / {v['chunks']} chunks"
-            for k, v in info["by_source_type"].items()
-        )
+        by_type = info["by_source_type"]
+        docs = sum(v["documents"] for v in by_type.values())
         typer.echo(
-            f"{info['collection']} -> {info['physical_collection']}: {info['records']} records "
-            f"from {info['sources']} sources ({types}); model {', '.join(info['models'])}"
+            f"{info['collection']} -> {info['physical_collection']}: {docs} documents, "
+            f"{info['records']} chunks; model {', '.join(info['models'])}"
         )
+        width = max(len(t) for t in by_type)
+        for kind, v in by_type.items():
+            typer.echo(f"  {kind:<{width}}  {v['documents']} documents, {v['chunks']} chunks")
 
 
 # --- sub-commands defined in their own modules (one registration line each) ---
@@ -284,7 +446,7 @@ def main() -> None:
     """
     code: int = 0
     try:
-        app()
+        code = run_app(app)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):

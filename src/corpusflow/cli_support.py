@@ -3,14 +3,20 @@ the common options, and user errors as one `error: ...` line with exit code 2.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 ParamsOpt = Annotated[
-    str | None, typer.Option("--params", help="params file (default: ./params.yaml if present)")
+    str | None,
+    typer.Option(
+        "--params", metavar="FILE", help="params file (default: ./params.yaml if present)"
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 
@@ -47,16 +53,26 @@ def command_context(params_file: str | None, with_context: bool = True) -> Itera
         ctx = Context(params)
         yield ctx
     except user_errors() as exc:
-        fail(str(exc))
+        fail(one_line(str(exc)))
     except OSError as exc:  # e.g. a snapshot that cannot be written (disk full)
-        fail(str(exc))
+        fail(one_line(str(exc)))
     except Exception as exc:  # Milvus errors surface as library exceptions: keep them one line
         if type(exc).__module__.startswith("pymilvus"):
-            fail(f"Milvus: {str(exc).strip().splitlines()[0]}")
+            fail(f"Milvus: {one_line(str(exc))}")
         raise
     finally:
         if ctx is not None:
             ctx.close()
+
+
+def require_paths(named: dict[str, Sequence[str]], where: str = "") -> None:
+    """A path the user named (an option, or params.yaml's `sources:`) that does not exist is
+    a typo, not a reject: one line, exit 2, before any work. `where` prefixes the message,
+    e.g. "params.yaml: sources."."""
+    for option, paths in named.items():
+        for path in paths:
+            if not os.path.lexists(path):
+                fail(f"{where}{option}: {path}: no such file or directory")
 
 
 @contextmanager
@@ -65,4 +81,70 @@ def errors_as_lines() -> Iterator[None]:
     try:
         yield
     except user_errors() as exc:
-        fail(str(exc))
+        fail(one_line(str(exc)))
+
+
+# ----------------------------------------------------------------------------------------
+# running the app: readable help, usage errors as one line
+# ----------------------------------------------------------------------------------------
+def _label(param: Any) -> None:
+    """One parameter's help label: nothing for a flag, `[a|b]` for choices, a NAME else."""
+    if getattr(param, "is_flag", False):
+        param.metavar = ""
+        return
+    if param.param_type_name == "argument":
+        param.metavar = param.metavar or param.name.upper()
+        param.display_type_rich = lambda ctx: None  # the name column already says it
+        return
+    if param.metavar is None:
+        desc = param.type_descriptor
+        choices = desc.choices if desc.is_choice else None
+        param.metavar = f"[{'|'.join(map(str, choices))}]" if choices else param.name.upper()
+
+
+def readable_help(command: Any) -> None:
+    """Typer 0.29 labels every parameter in `--help` with its Python type (`<bool>` even on
+    `--help`, `<list[str]>`); label them as Click and argparse tools do instead."""
+    params = list(command.params)
+    help_option = command.get_help_option(typer.Context(command))
+    if help_option is not None:
+        params.append(help_option)
+    for param in params:
+        _label(param)
+    for sub in getattr(command, "commands", {}).values():
+        readable_help(sub)
+
+
+def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
+    """Run the app and return its exit code; a usage error (unknown option, a value out of
+    range, a missing argument) is one `error: ...` line with exit code 2, not a usage box."""
+    # The embedded Milvus Lite server logs a traceback for every request it fails (thousands
+    # of lines for a deeply nested filter); the client gets the same error as an exception,
+    # which the commands report in one line.
+    logging.getLogger("milvus_lite.adapter.grpc.servicer").setLevel(logging.CRITICAL)
+    command = typer.main.get_command(app)
+    readable_help(command)
+    try:
+        result = command.main(args=args, prog_name="corpusflow", standalone_mode=False)
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already on screen
+            return 2
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {one_line(message)}{hint}", err=True)
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+_WRAPPED = re.compile(r"<\w*(?:Exception|Error): \(code=[^,]*, message=(.*?)\)>", re.S)
+
+
+def one_line(text: str) -> str:
+    """The first line of a message, with pymilvus' `<MilvusException: (code=2,
+    message=...)>` wrapping reduced to its message."""
+    text = _WRAPPED.sub(lambda m: m.group(1), str(text)).strip()
+    return text.splitlines()[0].strip() if text else ""

@@ -39,7 +39,8 @@ from corpusflow.store import (
     physical_name,
 )
 
-Progress = Callable[[str, int], None]  # (what, how many more) — "documents" or "embedded"
+Progress = Callable[[str, int], None]  # (what, how many more): "documents", "embedded", or
+# "to embed" (texts not in the cache, announced before they are embedded: a total)
 SOURCE_TYPES = get_args(SourceType)
 SNAPSHOT_FIELDS = [f for f in SCALAR_FIELDS if f != "run_id"]  # run ids are provenance, not data
 SEARCH_FIELDS = [f for f in SCALAR_FIELDS if f not in ("run_id", "doc_hash", "chunker")]
@@ -191,6 +192,8 @@ def embed_texts(
         if h not in known:
             missing.setdefault(h, t)
     todo = list(missing.items())
+    if progress and todo:
+        progress("to embed", len(todo))
     batches = getattr(ctx.embedder, "embed_batches", None)
     if embed_fn is None and batches is not None and todo:
         # A remote embedder packs requests to the API's limits and runs them concurrently;
@@ -681,6 +684,7 @@ def ingest(
     items: Iterable[SourceItem] | None = None,
     *,
     sources: tuple[Sequence[str], Sequence[str], Sequence[str]] = ((), (), ()),
+    track: Callable[[Iterable[SourceItem]], Iterable[SourceItem]] | None = None,
     cleanup: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
@@ -689,6 +693,7 @@ def ingest(
 ) -> IngestResult:
     """Bring the collection in line with `items` (or with `sources`: transcripts, articles,
     youtube, read so that unchanged files are not parsed), touching only what changed.
+    `track` wraps the item stream (the CLI's progress bar).
 
     A source whose every record carries the same content hash, chunker hash and chunk
     count is skipped without chunking or embedding; a changed one is re-chunked, only
@@ -697,7 +702,8 @@ def ingest(
     run = Ingestion(
         ctx, cleanup=cleanup, dry_run=dry_run, progress=progress, on_reject=on_reject, run_id=run_id
     )
-    return run.run(run.extract(*sources) if items is None else items)
+    items = run.extract(*sources) if items is None else items
+    return run.run(track(items) if track is not None else items)
 
 
 # ----------------------------------------------------------------------------------------

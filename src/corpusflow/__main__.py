@@ -1,0 +1,5 @@
+"""`python -m corpusflow ...`: the same command as `corpusflow ...`."""
+
+from corpusflow.cli import main
+
+main()

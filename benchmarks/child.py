@@ -21,7 +21,6 @@ from benchmarks.common import (
     max_rss_kib,
     offline_environ,
     peak_rss_kib,
-    skip_state_on_new,
 )
 
 
@@ -30,11 +29,6 @@ def main() -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--transcripts", action="append", default=[])
     parser.add_argument("--articles", action="append", default=[])
-    parser.add_argument(
-        "--skip-state-on-new",
-        action="store_true",
-        help="what-if: no state queries when the run creates the collection",
-    )
     args = parser.parse_args()
     offline_environ()
 
@@ -50,11 +44,7 @@ def main() -> None:
     before = current_rss_kib()
     started = time.perf_counter()
     items = extract(ctx.params, args.transcripts, args.articles)
-    if args.skip_state_on_new:
-        with skip_state_on_new(ctx):
-            result = ingest(ctx, items)
-    else:
-        result = ingest(ctx, items)
+    result = ingest(ctx, items)
     seconds = time.perf_counter() - started
     after, hwm_open = current_rss_kib(), peak_rss_kib()
     ctx.close()  # as the CLI does: Milvus Lite persists its in-memory data here

@@ -241,24 +241,6 @@ def stage_timing(stages: Stages, embedder: Any = None) -> Iterator[Stages]:
                 delattr(owner, attr)
 
 
-@contextlib.contextmanager
-def skip_state_on_new(ctx: Any) -> Iterator[bool]:
-    """What-if (src unchanged): no state queries in a run that creates its collection.
-
-    A collection created by this run holds only this run's rows, and a run sees each source
-    id once, so every state query in it can only come back empty. Yields whether it applied.
-    """
-    store = ctx.store
-    if store.has(ctx.target):
-        yield False
-        return
-    store.state_of = lambda name, source_ids: {sid: [] for sid in source_ids}
-    try:
-        yield True
-    finally:
-        del store.state_of
-
-
 # ----------------------------------------------------------------------------------------
 # machine
 # ----------------------------------------------------------------------------------------

@@ -9,20 +9,26 @@ cold ingest, no-op rerun (median of 3), `stats` (median of 3), `snapshot`; at sc
 1% of documents edited (only those files rewritten). Peak RSS is each process's VmHWM.
 The load path is compared in this process: corpusflow's ingest from the cache into an empty
 Milvus Lite against a bare `client.upsert` loop of the same rows, same schema and index.
-Prints one JSON object and writes it to --out.
+The same steps again with the collection behind `milvus-lite server` (the same engine in a
+process of its own) give the corpusflow process's own peak RSS. Prints one JSON object and
+writes it to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +51,15 @@ def _params(root: Path, corpus: Path) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
 
 
+MILVUS_URI: dict[str, str] = {}  # set while a `milvus-lite server` holds the collection
+
+
 def _cli(root: Path, *args: str) -> tuple[float, int, dict[str, Any]]:
     """Seconds, peak RSS (KiB) and JSON output of one fresh `corpusflow` process."""
     cmd = [sys.executable, "-m", "benchmarks.launcher", str(BIN / "corpusflow"), *args, "--json"]
     started = time.perf_counter()
-    out = subprocess.run(cmd, cwd=root, env=child_env(), capture_output=True, text=True)
+    env = {**child_env(), **MILVUS_URI}
+    out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if out.returncode != 0:
         raise RuntimeError(f"corpusflow {' '.join(args)} failed: {out.stderr[-2000:]}")
@@ -92,12 +102,52 @@ def _apply_edits(corpus: Path, documents: int, seed: int) -> int:
     return changed
 
 
-def measure(work: Path, documents: int, seed: int, edit: bool) -> dict[str, Any]:
+@contextlib.contextmanager
+def lite_server(data_dir: Path) -> Iterator[None]:
+    """`milvus-lite server` on 127.0.0.1 for the CLI runs (their RSS is then corpusflow's
+    own: embedded Milvus Lite keeps every segment of an open collection in memory)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(BIN / "milvus-lite"), "server", "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(
+        cmd + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("milvus-lite server did not start")
+            time.sleep(0.1)
+        MILVUS_URI["MILVUS_URI"] = f"http://127.0.0.1:{port}"
+        yield
+    finally:
+        MILVUS_URI.clear()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+def measure(
+    work: Path, documents: int, seed: int, edit: bool, server: bool = False
+) -> dict[str, Any]:
     root = work / f"n{documents}"
     corpus = root / "corpus"
     generate(corpus, documents, seed=seed)
     _params(root, corpus)
     chunks = _prefill(root, corpus, "prefill")
+    if not server:
+        return _steps(root, corpus, documents, seed, edit, chunks)
+    with lite_server(root / "lite-server"):
+        return _steps(root, corpus, documents, seed, edit, chunks)
+
+
+def _steps(
+    root: Path, corpus: Path, documents: int, seed: int, edit: bool, chunks: int
+) -> dict[str, Any]:
     if edit:  # the edited texts are in the cache too: the edit run embeds nothing new
         with tempfile.TemporaryDirectory() as tmp:
             generate(tmp, documents, seed=seed, edits=pick_edits(documents, 0.01, seed))
@@ -157,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         small = measure(work, args.documents, args.seed, edit=False)
         large = measure(work, args.documents * args.scale, args.seed, edit=True)
         load = load_path(work, args.documents * args.scale, args.seed)
+        client = {}
+        for label, n in (("n", args.documents), ("10n", args.documents * args.scale)):
+            shutil.rmtree(work / f"n{n}", ignore_errors=True)
+            client[label] = measure(work, n, args.seed, edit=False, server=True)
     ratios = {
         "noop_10n_over_n": large["noop_s"] / small["noop_s"],
         "edit_1pct_over_cold_10n": large["edit_s"] / large["cold_s"],
@@ -164,11 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         "ingest_peak_10n_over_n": large["cold_peak_kib"] / small["cold_peak_kib"],
         "snapshot_peak_10n_over_n": large["snapshot_peak_kib"] / small["snapshot_peak_kib"],
         "stats_10n_over_n": large["stats_s"] / small["stats_s"],
+        "client_ingest_peak_10n_over_n": client["10n"]["cold_peak_kib"]
+        / client["n"]["cold_peak_kib"],
+        "client_snapshot_peak_10n_over_n": client["10n"]["snapshot_peak_kib"]
+        / client["n"]["snapshot_peak_kib"],
     }
     result = {
         "n": small,
         "10n": large,
         "load": load,
+        "lite_server": client,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,16 @@ def remote_url_for(md5: str, where: str | Path = ".", remote: str | None = None)
     return odb.fs.unstrip_protocol(odb.oid_to_path(md5))
 
 
+def project_path(path: str | Path) -> str:
+    """`path` relative to the DVC project (git) root around it, as dvc.yaml names outputs;
+    the path as given when there is no project."""
+    start = Path(path).resolve()
+    for root in [start.parent, *start.parent.parents]:
+        if (root / ".dvc").is_dir():
+            return start.relative_to(root).as_posix()
+    return str(path)
+
+
 def snapshot_version_info(path: str | Path, remote: str | None = None) -> dict[str, str | None]:
     """`{md5, remote_url}` of a snapshot file: the identity DVC gives these bytes and the
     address of that version in the DVC remote, for Comet to record next to the run."""
@@ -89,6 +99,7 @@ def snapshot_version_info(path: str | Path, remote: str | None = None) -> dict[s
 __all__ = [
     "DEFAULT_SNAPSHOT",
     "file_md5",
+    "project_path",
     "read_snapshot",
     "read_snapshot_bytes",
     "remote_url_for",

@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,12 +312,41 @@ def start_experiment(settings: CometSettings, name: str, tags: list[str]) -> tup
     return exp, mode
 
 
+class _NoTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextmanager
+def _one_line_sdk_failures() -> Iterator[None]:
+    """The SDK's own failures while ending (a full disk under its archive) as its one-line
+    warning, without the traceback it attaches, nor the one Python prints when the SDK's
+    half-written zip is collected."""
+    import gc
+
+    handlers = logging.getLogger("comet_ml").handlers
+    quiet = _NoTraceback()
+    for h in handlers:
+        h.addFilter(quiet)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: LOG.warning("comet_ml: %s", u.exc_value)
+    try:
+        yield
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
 def end_experiment(exp: Any, mode: str, settings: CometSettings) -> str | None:
     """End the experiment; for offline ones, the path of the archive it wrote, checked and
     moved out of staging (None, with one warning line, when it could not be written: the
     run's versions still reach Comet through the pending queue)."""
     key = exp.id
-    exp.end()
+    with _one_line_sdk_failures():
+        exp.end()
     if mode != "offline":
         return None
     try:

@@ -155,6 +155,11 @@ class Project:
         return sorted(str(p.relative_to(d)) for p in stray)
 
 
+def versioned(out: dict) -> dict:
+    """The versioning outcome of `comet record --json`."""
+    return out.get("comet", out)
+
+
 def no_traceback(proc: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
 
@@ -232,9 +237,9 @@ def test_full_disk_while_versioning_leaves_nothing_sync_trips_on(project):
     no_traceback(proc)
     assert not list(p.comet_dir.glob("*.zip"))  # no torn archive where sync uploads from
     if proc.returncode == 0:  # the version is queued; its run archive could not be written
-        assert json.loads(proc.stdout)["comet"]["ledger_version"] == "v1"
+        assert versioned(json.loads(proc.stdout))["ledger_version"] == "v1"
     else:
-        assert ok(p.record(p.root / "big.json"))["comet"]["ledger_version"] == "v1"
+        assert versioned(ok(p.record(p.root / "big.json")))["ledger_version"] == "v1"
     assert_converged(p, [sha])
 
 
@@ -248,7 +253,7 @@ def test_orphan_queue_entry_does_not_make_a_second_comet_version(project):
     ledger = p.root / "lineage" / "ledger.jsonl"
     ledger.write_text("")  # the ledger line never made it
     out = ok(p.record(p.root / "s.json"))
-    assert out["comet"]["ledger_version"] == "v1"
+    assert versioned(out)["ledger_version"] == "v1"
     assert_converged(p, [sha])
 
 
@@ -258,8 +263,8 @@ def test_bytes_seen_before_make_no_new_version_or_archive(project):
     a = write_snapshot(p.root / "a.json", 4)
     b = write_snapshot(p.root / "b.json", 5)
     outs = [ok(p.record(p.root / name)) for name in ("a.json", "b.json", "a.json", "a.json")]
-    assert [o["comet"]["ledger_version"] for o in outs] == ["v1", "v2", "v1", "v1"]
-    assert [o["comet"]["new_version"] for o in outs] == [True, True, False, False]
+    assert [versioned(o)["ledger_version"] for o in outs] == ["v1", "v2", "v1", "v1"]
+    assert [versioned(o)["new_version"] for o in outs] == [True, True, False, False]
     assert len(list(p.comet_dir.glob("*.zip"))) == 2  # identical bytes: no new archive
     assert_converged(p, [a, b])
     assert p.comet_shas() == [a, b]
@@ -281,7 +286,7 @@ def test_torn_and_non_object_ledger_lines_are_skipped_with_one_line_each(project
     assert len(warnings) == 6, proc.stderr  # torn, four non-objects, torn last line
     sha2 = write_snapshot(p.root / "s2.json", 12)
     out = ok(p.record(p.root / "s2.json"))  # appends on a line of its own
-    assert out["comet"]["ledger_version"] == "v2"
+    assert versioned(out)["ledger_version"] == "v2"
     assert json.loads(p.ledger_lines()[-1])["sha256"] == sha2
     shown = json.loads(p.lineage("--json").stdout)["versions"]
     assert [(v["version"], v["sha256"]) for v in shown] == [("v1", sha1), ("v2", sha2)]
@@ -333,7 +338,7 @@ def test_merged_ledger_with_two_v2_resolves_deterministically(project):
             shown = json.loads(p.lineage(ref, "--json").stdout)["version"]
             assert shown["sha256"] == sha
     d = write_snapshot(p.root / "m3.json", 30)
-    assert ok(p.record(p.root / "m3.json"))["comet"]["ledger_version"] == "v4"
+    assert versioned(ok(p.record(p.root / "m3.json")))["ledger_version"] == "v4"
     after = json.loads(p.lineage("--json").stdout)["versions"]
     assert [(v["version"], v["sha256"]) for v in after] == [*views[0], ("v4", d)]  # stable
 

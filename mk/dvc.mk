@@ -33,7 +33,7 @@ dvc-plots:
 	$(DVC_RUN) plots diff $$(git log -n $(DVC_PLOT_REVS) --format=%h -- dvc.lock | tac) workspace
 
 # `dvc exp show` with the columns that tell experiments apart (docs/dvc.md)
-DVC_EXP_COLUMNS ?= ^(Experiment|Created|State|chunking\.(mode|chunk_size|chunk_overlap)|embedding\.model|snapshot\.include_all|documents|rejected|chunks|records|sources|kilobytes)$$
+DVC_EXP_COLUMNS ?= ^(Experiment|Created|chunking\.chunk_size|rejected|chunks|records|kilobytes)$$
 dvc-exp-show:
 	@$(DVC_ENV)
 	$(DVC_RUN) exp show --drop '.*' --keep '$(DVC_EXP_COLUMNS)' --no-pager

@@ -141,6 +141,10 @@ def test_lineage_graph_two_versions_and_an_evaluation(make_ctx, repo):
     assert f"ingest {r2.run_id}" in text and "md5-two" in text
     assert "file:kayak  " + docs2[1].content_hash[:12] in text
     assert f"evaluation {ev.run_id}" in text and "hit_rate@2=1.0" in text
+    # the params values, not only their hash
+    size = ctx.params.chunking.chunk_size
+    assert f"params chunking: chunk_overlap=null  chunk_size={json.dumps(size)}" in text
+    assert 'model="sentence-transformers/all-MiniLM-L6-v2"' in text
 
     code, text = lineage_cli("v9")
     assert code == 2 and "no snapshot version v9" in text

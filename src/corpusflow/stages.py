@@ -398,7 +398,7 @@ def chunk_cmd(params: ParamsOpt = None) -> None:
         m = chunk_stage(ctx)
     chunks = {t: c["chunks"] for t, c in m.pop("by_type").items()}
     write_json(PLOTS / "chunks_by_type.json", _rows("source_type", chunks, "chunks"))
-    _metrics("chunk", m, started)
+    _metrics("chunk", {k: v for k, v in m.items() if k != "documents"}, started)  # as extract
     typer.echo(f"chunk: {m['documents']} documents -> {m['chunks']} chunks -> {CHUNKS}")
 
 
@@ -459,8 +459,9 @@ def snapshot_cmd(
     path, sha, versions = m.pop("path"), m.pop("sha256"), m.pop("versions")
     size = [{"snapshot": Path(path).name, "records": m["records"], "kilobytes": m["kilobytes"]}]
     write_json(PLOTS / "snapshot_size.json", size)
-    _metrics("snapshot", m, started)
-    typer.echo(f"snapshot: {m['records']} records -> {path}\n  sha256 {sha}")
+    # metric names are unique across the files, so `dvc exp show` columns are just the names
+    _metrics("snapshot", {"snapshot_records": m.pop("records"), **m}, started)
+    typer.echo(f"snapshot: {size[0]['records']} records -> {path}\n  sha256 {sha}")
     comet = versions["comet"]
     if "error" in comet:
         typer.echo(f"warning: versioning failed: {comet['error']}", err=True)

@@ -159,6 +159,43 @@ def lineage_command(
         _print_version(view, all_sources=bool(ref))
 
 
+PARAM_SECTIONS = ("sources", "chunking", "embedding", "milvus", "snapshot")  # what shapes data
+
+
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        return [kv for k, v in value.items() for kv in _flat(f"{prefix}.{k}", v)]
+    return [(prefix, value)]
+
+
+def _params_lines(params: dict[str, Any], width: int = 96) -> list[str]:
+    """The params values that shape the data, `section.key=value`, wrapped to `width`."""
+    lines: list[str] = []
+    for section in PARAM_SECTIONS:
+        items = _flat(section, params.get(section, {}))
+        text = "  ".join(
+            f"{k[len(section) + 1 :]}={json.dumps(v, ensure_ascii=False, separators=(',', ':'))}"
+            for k, v in items
+        )
+        head = f"  params {section}: "
+        while len(head) + len(text) > width and "  " in text[: width - len(head)]:
+            cut = text[: width - len(head)].rindex("  ")
+            lines.append(head + text[:cut])
+            head, text = " " * len(head), text[cut + 2 :]
+        lines.append(head + text)
+    return lines
+
+
+def _producer(p: dict[str, Any]) -> str:
+    who = p.get("producer") or {}
+    if who.get("kind") == "dvc":
+        exp = f", experiment {who['experiment']}" if who.get("experiment") else ""
+        return f"dvc stage {who.get('stage')}{exp}"
+    if who.get("kind") == "prefect":
+        return f"prefect flow run {who.get('flow_run_id')}"
+    return who.get("kind") or "?"
+
+
 def _short(value: str | None, n: int = 12) -> str:
     return value[:n] if value else "-"
 
@@ -173,6 +210,8 @@ def _print_version(v: dict[str, Any], all_sources: bool) -> None:
     typer.echo(
         f"  model {v['model']}  params {_short(v['params_hash'])}  code {_short(v['code_commit'])}"
     )
+    for line in _params_lines(v.get("params") or {}):
+        typer.echo(line)
     for p in v["produced_by"]:
         runs = ", ".join(
             f"{label} {p[key]}"
@@ -190,7 +229,7 @@ def _print_version(v: dict[str, Any], all_sources: bool) -> None:
         )
         if p.get("comet_version") and p["comet_version"] != "pending":
             exp += f" -> {v['comet']['artifact']}:{p['comet_version']}"
-        typer.echo(f"  produced {p['time']}: {runs or 'no run ids'}; {exp}")
+        typer.echo(f"  produced {p['time']} by {_producer(p)}: {runs or 'no run ids'}; {exp}")
     for d in v["dvc"]:
         typer.echo(f"  dvc md5 {d.get('md5') or '-'}  remote {d.get('remote') or '-'}")
     comet = v["comet"]

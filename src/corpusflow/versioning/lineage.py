@@ -313,7 +313,7 @@ def _apply_produced(v: dict[str, Any], e: dict[str, Any]) -> None:
         _add(v["comet"]["pending"], comet["pending_id"])
     dvc = e.get("dvc") or {}
     if dvc.get("md5") or dvc.get("remote"):
-        _add(v["dvc"], {"md5": dvc.get("md5"), "remote": dvc.get("remote")})
+        _add(v["dvc"], {k: dvc[k] for k in ("md5", "remote", "path") if dvc.get(k)})
 
 
 def _apply_synced(v: dict[str, Any], e: dict[str, Any]) -> None:
@@ -382,6 +382,8 @@ def _producer(e: dict[str, Any]) -> dict[str, Any]:
     runs = e.get("run_ids") or {}
     return {
         "time": e.get("time"),
+        "producer": e.get("producer")
+        or {"kind": "prefect" if runs.get("prefect_flow_run") else "cli"},
         "ingest_run_id": runs.get("ingest"),
         "snapshot_run_id": runs.get("snapshot"),
         "prefect_flow_run_id": runs.get("prefect_flow_run"),

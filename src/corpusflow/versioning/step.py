@@ -74,9 +74,9 @@ def dvc_identity(snapshot: Path) -> dict[str, Any]:
     except Exception as exc:  # not a DVC project, remote misconfigured: say so, go on
         return {"error": str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__}
     return {
-        "path": project_path(snapshot),
         "md5": info["md5"],
         "remote": info.get("remote_url"),
+        "path": project_path(snapshot),
     }
 
 

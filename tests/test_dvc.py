@@ -34,9 +34,7 @@ CLI = str(BIN / "corpusflow")
 SNAPSHOT = "data/snapshots/snapshot.json"
 STAGES = {"extract", "chunk", "embed", "load", "snapshot"}
 # the columns `make dvc-exp-show` keeps (mk/dvc.mk, docs/dvc.md)
-EXP_COLUMNS = (
-    r"^(Experiment|Created|chunking\.chunk_size|rejected|chunks|records|kilobytes)$"
-)
+EXP_COLUMNS = r"^(Experiment|Created|chunking\.chunk_size|rejected|chunks|records|kilobytes)$"
 
 WORDS = (
     "river mountain forest ocean valley glacier meadow canyon island harbor village market "

@@ -146,30 +146,35 @@ def _describe(
         "sources": facts.sources,
         "dvc": address,
     }
-    metadata = scrub(
+    return event, _metadata(event, manifest.get("created_at") or now()), facts
+
+
+def _metadata(event: dict[str, Any], created: str) -> dict[str, Any]:
+    """The Comet artifact version's metadata: the ledger event's facts, flat."""
+    runs, address, values = event["run_ids"], event["dvc"], event["params"]
+    return scrub(
         {
-            "sha256": sha,
-            "records": facts.records,
-            "sources": len(facts.sources),
-            "collection": params.milvus.collection,
-            "alias": params.milvus.collection,
-            "physical_collection": physical,
-            "embedding_model": model,
-            "params_hash": params.digest(),
+            "sha256": event["sha256"],
+            "records": event["snapshot"]["records"],
+            "sources": len(event["sources"]),
+            "collection": event["collection"],
+            "alias": event["alias"],
+            "physical_collection": event["physical_collection"],
+            "embedding_model": event["model"],
+            "params_hash": event["params_hash"],
             "params": {k: values[k] for k in ("sources", "chunking", "embedding", "snapshot")},
-            "producer": who,
-            "git_commit": commit,
-            "git_dirty": dirty,
+            "producer": event["producer"],
+            "git_commit": event["code_commit"],
+            "git_dirty": event["code_dirty"],
             "dvc_path": address.get("path"),
             "dvc_md5": address.get("md5"),
             "dvc_remote": address.get("remote"),
             "ingest_run_id": runs.get("ingest"),
             "snapshot_run_id": runs.get("snapshot"),
             "prefect_flow_run_id": runs.get("prefect_flow_run"),
-            "created_at": manifest.get("created_at") or now(),
+            "created_at": created,
         }
     )
-    return event, metadata, facts
 
 
 def record_version(

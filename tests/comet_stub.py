@@ -295,6 +295,30 @@ def make_app(state: StubState) -> FastAPI:
                 version["assets"].append(asset_id)
         return {"assetId": asset_id, "web": "", "api": ""}
 
+    @app.post("/clientlib/rest/v2/write/artifact/assets/remote/batch")
+    def remote_assets(request: Request) -> Any:
+        """Remote artifact assets (links, nothing uploaded): kept with their version."""
+        rec: Recorded = request.state.rec
+        b = json.loads(rec.body or b"{}")
+        with state.lock:
+            for item in b.get("remoteArtifactAssetRequests", []):
+                asset_id = item.get("assetId") or uuid.uuid4().hex
+                state.assets[asset_id] = {
+                    "assetId": asset_id,
+                    "experimentKey": rec.query.get("experimentKey"),
+                    "artifactVersionId": item.get("artifactVersionId"),
+                    "fileName": item.get("fileName"),
+                    "type": item.get("type", "asset"),
+                    "metadata": item.get("metadata"),
+                    "link": item.get("link"),
+                    "remote": True,
+                    "data": b"",
+                }
+                version = state.versions.get(item.get("artifactVersionId") or "")
+                if version is not None:
+                    version["assets"].append(asset_id)
+        return {}
+
     # --- artifacts -------------------------------------------------------------------
     def version_view(v: dict[str, Any]) -> dict[str, Any]:
         art = state.artifacts[(v["workspace"], v["name"])]
@@ -456,8 +480,8 @@ def make_app(state: StubState) -> FastAPI:
                         "artifactVersionId": version["id"],
                         "fileName": a["fileName"],
                         "fileSize": len(a["data"]),
-                        "link": None,
-                        "remote": False,
+                        "link": a.get("link"),
+                        "remote": a.get("remote", False),
                         "metadata": a["metadata"],
                         "type": a["type"],
                         "experimentKey": a["experimentKey"],

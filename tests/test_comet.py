@@ -27,6 +27,9 @@ from corpusflow.models import Document  # noqa: E402
 from corpusflow.pipeline import ingest, snapshot  # noqa: E402
 from corpusflow.versioning import comet as cv  # noqa: E402
 from corpusflow.versioning.lineage import Ledger, file_sha256  # noqa: E402
+from corpusflow.versioning.queue import PendingQueue  # noqa: E402
+from corpusflow.versioning.step import record_version  # noqa: E402
+from corpusflow.versioning.sync import sync  # noqa: E402
 
 SECRET = "cometSECRETkey123"
 
@@ -152,7 +155,13 @@ def make(make_ctx, root: Path, **comet):
 def produce(ctx, documents, dvc=None):
     result = ingest(ctx, documents)
     snap = snapshot(ctx)
-    return result, snap, cv.log_snapshot(ctx, snap, result, dvc=dvc)
+    out = record_version(ctx.params, Path(snap.path), result=result, dvc=dvc or {})
+    return result, snap, out
+
+
+def named(version: dict) -> list[str]:
+    """A version's aliases other than its sha256 alias."""
+    return [a for a in version["aliases"] if not a.startswith("sha256-")]
 
 
 def archive_messages(path: str) -> tuple[list[dict], zipfile.ZipFile]:
@@ -188,7 +197,7 @@ def assert_no_secret_in_requests(server: CometStub) -> None:
 def test_offline_run_writes_archive_and_pending_version(make_ctx, comet_home):
     commit = git_repo(comet_home)
     ctx = make(make_ctx, comet_home)
-    result, snap, out = produce(ctx, docs(), dvc={"md5": "d41d8cd9", "remote_url": "s3://b/x"})
+    result, snap, out = produce(ctx, docs(), dvc={"md5": "d41d8cd9", "remote": "s3://b/x"})
 
     assert out["mode"] == "offline" and out["artifact_version"] == "pending"
     assert out["ledger_version"] == "v1" and out["new_version"]
@@ -224,7 +233,7 @@ def test_offline_run_writes_archive_and_pending_version(make_ctx, comet_home):
     }
     assert others["snapshot_sha256"] == snap.sha256 and others["ledger_version"] == "v1"
 
-    queue = cv.PendingQueue(comet_home / "data" / "comet" / "pending").entries()
+    queue = PendingQueue(comet_home / "data" / "comet" / "pending").entries()
     assert len(queue) == 1
     entry = queue[0]
     assert entry["kind"] == "artifact" and entry["experiment_key"] == out["experiment_key"]
@@ -244,7 +253,7 @@ def test_offline_run_writes_archive_and_pending_version(make_ctx, comet_home):
     # an unchanged rerun adds no pending version and keeps v1
     _, _, again = produce(ctx, docs())
     assert again["ledger_version"] == "v1" and again["pending_id"] == out["pending_id"]
-    assert len(cv.PendingQueue(comet_home / "data" / "comet" / "pending").entries()) == 1
+    assert len(PendingQueue(comet_home / "data" / "comet" / "pending").entries()) == 1
 
 
 def test_offline_archive_and_ledger_hold_no_secret(
@@ -253,7 +262,7 @@ def test_offline_archive_and_ledger_hold_no_secret(
     monkeypatch.setenv("COMET_API_KEY", SECRET)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openaiSECRET456")
     ctx = make(make_ctx, comet_home, mode="offline")
-    _, _, out = produce(ctx, docs(), dvc={"remote_url": "https://user:hunter2pass@dvc.example/x"})
+    _, _, out = produce(ctx, docs(), dvc={"remote": "https://user:hunter2pass@dvc.example/x"})
     ev = evaluate(ctx, "latest")
     assert out["mode"] == ev.mode == "offline"
     blobs = []
@@ -267,7 +276,7 @@ def test_offline_archive_and_ledger_hold_no_secret(
     for blob in blobs:
         for secret in (SECRET, "sk-openaiSECRET456", "hunter2pass"):
             assert secret.encode() not in blob
-    entry = cv.PendingQueue(comet_home / "data" / "comet" / "pending").entries()[0]
+    entry = PendingQueue(comet_home / "data" / "comet" / "pending").entries()[0]
     assert entry["metadata"]["dvc_remote"] == "https://***@dvc.example/x"
 
 
@@ -276,7 +285,7 @@ def test_online_versions_alias_and_recorded_consumer(make_ctx, stub, monkeypatch
     monkeypatch.setenv("COMET_API_KEY", SECRET)
     stub_root = Path.cwd()
     ctx = make(make_ctx, stub_root)
-    r1, snap1, out1 = produce(ctx, docs(), dvc={"md5": "aaa111", "remote_url": "s3://b/1"})
+    r1, snap1, out1 = produce(ctx, docs(), dvc={"md5": "aaa111", "remote": "s3://b/1"})
     v1_bytes = Path(snap1.path).read_bytes()
     assert out1["mode"] == "online" and out1["artifact_version"] == "1.0.0"
     r2, snap2, out2 = produce(ctx, docs(edit="file:kayak"))
@@ -284,11 +293,17 @@ def test_online_versions_alias_and_recorded_consumer(make_ctx, stub, monkeypatch
 
     versions = stub.artifact_versions("milvus-query-results")
     assert [v["version"] for v in versions] == ["1.0.0", "2.0.0"]
-    assert [v["aliases"] for v in versions] == [[], ["latest"]]  # latest moved to 2.0.0
+    assert [named(v) for v in versions] == [[], ["latest"]]  # latest moved to 2.0.0
+    shas = [cv.sha_alias(snap1.sha256), cv.sha_alias(snap2.sha256)]
+    assert [sorted(set(v["aliases"]) - set(named(v))) for v in versions] == [[a] for a in shas]
     assert all(v["state"] == "CLOSED" for v in versions)
     first = versions[0]
-    assert stub.asset_bytes(first["assets"][0]) == v1_bytes
-    assert stub.state.assets[first["assets"][0]]["fileName"] == "snapshot.json"
+    local = [a for a in first["assets"] if not stub.state.assets[a].get("remote")]
+    remote = [stub.state.assets[a] for a in first["assets"] if stub.state.assets[a].get("remote")]
+    assert [stub.asset_bytes(a) for a in local] == [v1_bytes]  # small: uploaded too
+    # and where DVC keeps the bytes, as a remote asset (a link, nothing uploaded)
+    assert [(r["link"], r["fileName"]) for r in remote] == [("s3://b/1", cv.DVC_REMOTE_ASSET)]
+    assert stub.state.assets[local[0]]["fileName"] == "snapshot.json"
     meta = json.loads(first["metadata"])
     assert meta["sha256"] == snap1.sha256 and meta["dvc_md5"] == "aaa111"
     assert meta["dvc_remote"] == "s3://b/1" and meta["records"] == 3
@@ -329,14 +344,14 @@ def test_sync_replays_offline_runs_and_pending_versions_in_order(make_ctx, stub,
     assert not stub.state.requests  # nothing left the machine while offline
 
     monkeypatch.setenv("COMET_API_KEY", SECRET)
-    report = cv.sync(ctx.params)
+    report = sync(ctx.params)
     assert report["error"] is None and report["remaining"] == 0, report
     assert len(report["archives_uploaded"]) == 3 and not report["archives_failed"]
     assert [a["version"] for a in report["artifacts_logged"]] == ["1.0.0", "2.0.0"]
     assert [a["sha256"] for a in report["artifacts_logged"]] == [snap1.sha256, snap2.sha256]
 
     versions = stub.artifact_versions("milvus-query-results")
-    assert [v["aliases"] for v in versions] == [[], ["latest"]]
+    assert [named(v) for v in versions] == [[], ["latest"]]
     assert [v["experimentKey"] for v in versions] == [
         out1["experiment_key"],
         out2["experiment_key"],
@@ -350,7 +365,7 @@ def test_sync_replays_offline_runs_and_pending_versions_in_order(make_ctx, stub,
     ]
 
     pending = root / "data" / "comet" / "pending"
-    assert cv.PendingQueue(pending).entries() == []
+    assert PendingQueue(pending).entries() == []
     assert not list(pending.glob("*.json"))  # saved bytes dropped once uploaded
     assert not list((root / "data" / "comet").glob("*.zip"))
     view = {v["version"]: v for v in Ledger(root / "ledger.jsonl").graph()}
@@ -361,7 +376,7 @@ def test_sync_replays_offline_runs_and_pending_versions_in_order(make_ctx, stub,
     }
     assert view["v1"]["consumers"][0]["comet_recorded"] is True  # by sync's get_artifact
     assert view["v1"]["consumers"][0]["comet_version"] == "1.0.0"
-    again = cv.sync(ctx.params)  # idempotent
+    again = sync(ctx.params)  # idempotent
     assert again["archives_uploaded"] == [] and again["artifacts_logged"] == []
     assert not stub.state.unknown, [(r.method, r.path) for r in stub.state.unknown]
     assert_no_secret_in_requests(stub)
@@ -375,11 +390,11 @@ def test_online_run_whose_artifact_fails_is_queued_and_synced(make_ctx, stub, mo
     assert out["mode"] == "online" and out["artifact_version"] == "pending"
     assert out["archive"] is None  # the run itself is in Comet already
     stub.state.reject_artifacts = False
-    report = cv.sync(ctx.params)
+    report = sync(ctx.params)
     assert report["archives_uploaded"] == [] and report["error"] is None
     assert [a["version"] for a in report["artifacts_logged"]] == ["1.0.0"]
     (version,) = stub.artifact_versions("milvus-query-results")
-    assert version["experimentKey"] == out["experiment_key"] and version["aliases"] == ["latest"]
+    assert version["experimentKey"] == out["experiment_key"] and named(version) == ["latest"]
     assert json.loads(version["metadata"])["sha256"] == snap.sha256
     assert Ledger(Path.cwd() / "ledger.jsonl").resolve("1.0.0")["sha256"] == snap.sha256
 
@@ -403,7 +418,7 @@ def test_unreachable_comet_falls_back_to_offline(make_ctx, comet_home, monkeypat
     _, snap, out = produce(ctx, docs())
     assert out["mode"] == "offline" and out["artifact_version"] == "pending"
     assert Path(out["archive"]).exists()
-    entry = cv.PendingQueue(comet_home / "data" / "comet" / "pending").entries()[0]
+    entry = PendingQueue(comet_home / "data" / "comet" / "pending").entries()[0]
     assert file_sha256(entry["file"]) == snap.sha256
 
 
@@ -411,7 +426,7 @@ def test_sync_without_key_is_a_clear_error(comet_home):
     from corpusflow.config import Params
 
     with pytest.raises(cv.CometError, match="COMET_API_KEY"):
-        cv.sync(Params())
+        sync(Params())
 
 
 def test_scrub_redacts_keys_env_secrets_and_url_passwords(monkeypatch):

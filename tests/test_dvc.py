@@ -33,6 +33,8 @@ DVC = str(BIN / "dvc")
 CLI = str(BIN / "corpusflow")
 SNAPSHOT = "data/snapshots/snapshot.json"
 STAGES = {"extract", "chunk", "embed", "load", "snapshot"}
+# the columns `make dvc-exp-show` keeps (mk/dvc.mk, docs/dvc.md)
+EXP_COLUMNS = r"^(Experiment|Created|chunking\.chunk_size|rejected|chunks|records|kilobytes)$"
 
 WORDS = (
     "river mountain forest ocean valley glacier meadow canyon island harbor village market "
@@ -157,11 +159,28 @@ class Project:
         lines = (self.repo / "data/work/chunks.jsonl").read_text().splitlines()
         return {json.loads(line)["id"] for line in lines}
 
+    def lineage_json(self, *args: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            [CLI, "lineage", *args, "--json"], cwd=self.repo, env=self.env, capture_output=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        return self.lineage_json(ref)["version"]
+
+    def lineage_all(self) -> list[dict[str, Any]]:
+        return self.lineage_json()["versions"]
+
     def edit_params(self, old: str, new: str) -> None:
         path = self.repo / "params.yaml"
         text = path.read_text()
         assert text.count(old) == 1, old
         path.write_text(text.replace(old, new))
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 def md5(data: bytes) -> str:
@@ -228,6 +247,47 @@ def test_committed_config_is_offline_with_a_default_remote():
     assert re.search(r"^export DVC_NO_ANALYTICS\s*:?=\s*1", makefile, re.M)
 
 
+def test_committed_lock_matches_the_committed_code_and_data(tmp_path):
+    """In a fresh clone of the repository as committed (HEAD), `dvc status` finds no stage
+    whose code, data or params differ from dvc.lock, and no metric or plot file differing
+    from what dvc.lock records: the first `dvc repro` there rebuilds only what a fresh clone
+    lacks (the cached outputs, not pushed here). `make dvc-lock` refreshes a stale lock."""
+    clone = tmp_path / "clone"
+    env = {**os.environ, "HOME": str(tmp_path), "DVC_NO_ANALYTICS": "1",
+           "DVC_SITE_CACHE_DIR": str(tmp_path / "site")}  # fmt: skip
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, env=env)
+    proc = subprocess.run(
+        [DVC, "status", "--json"], cwd=clone, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    produced = {o for s in yaml.safe_load((clone / "dvc.lock").read_text())["stages"].values()
+                for o in (x["path"] for x in s.get("outs", []))}  # fmt: skip
+    stale = []
+    for stage, changes in json.loads(proc.stdout).items():
+        for change in changes:
+            if change == "always changed":
+                continue
+            for kind, paths in change.items():
+                for path, state in paths.items() if isinstance(paths, dict) else []:
+                    if kind == "changed deps" and path in produced and state == "deleted":
+                        continue  # another stage's output, not pulled in a fresh clone
+                    if kind == "changed outs" and state == "not in cache":
+                        continue
+                    stale.append(f"{stage}: {kind}: {path} {state}")
+    assert stale == [], "dvc.lock is stale (run `make dvc-lock` and commit): " + "; ".join(stale)
+
+
+def test_params_yaml_survives_dvc_writing_it_back(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml through DVC's YAML dumper: the committed file
+    is already in that layout, so an experiment changes only the values it sets."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(str(copy), ["embedding.batch_size=32"])  # the value it already has
+    assert copy.read_text() == (REPO / "params.yaml").read_text()
+
+
 def test_repro_builds_collection_and_snapshot(project: Project):
     assert project.repro() == STAGES
     repo = project.repo
@@ -242,16 +302,41 @@ def test_repro_builds_collection_and_snapshot(project: Project):
     best = snap["queries"]["yeast-starter"][0]
     assert best["source_id"] == "file:data/raw/transcripts/sourdough.txt"
     extract = json.loads((repo / "metrics/pipeline/extract.json").read_text())
-    assert extract["by_type"]["transcript"] == {
-        "inputs": 5,
-        "documents": 4,
-        "duplicates": 0,
-        "rejected": 1,
-        "skipped": 0,
-    }
-    assert extract["by_type"]["article"]["documents"] == 3
+    assert extract == {"documents": 7, "rejected": 1, "duplicates": 0}  # counts only
+    plots = repo / "metrics/plots"
+    assert json.loads((plots / "rejects_by_reason.json").read_text()) == [
+        {"reason": "empty transcript", "rejects": 1}
+    ]
+    by_type = {r["source_type"]: r["chunks"] for r in read(plots / "chunks_by_type.json")}
+    assert sum(by_type.values()) == len(ids) and set(by_type) == {"article", "transcript"}
+    size = read(plots / "snapshot_size.json")
+    assert size == [
+        {"snapshot": "snapshot.json", "records": len(ids), "kilobytes": size[0]["kilobytes"]}
+    ]
+    assert "seconds" in read(repo / "data/work/runs/snapshot.json")  # timings: not metrics
     shown = json.loads(project.dvc("metrics", "show", "--json"))
-    assert shown  # DVC reads the metrics files it will diff
+    assert not any("seconds" in json.dumps(v) for v in shown.values())
+    assert "snapshot size over revisions (KB)" in project.dvc("plots", "show", "--json")
+
+    # the snapshot stage versioned what it wrote: producer, commit, params values, DVC address
+    latest = project.lineage("latest")
+    assert latest["sha256"] == hashlib.sha256(data).hexdigest()
+    assert latest["version"] == "v1" and latest["records"] == len(ids)
+    made = latest["produced_by"][-1]
+    assert made["producer"] == {
+        "kind": "dvc",
+        "stage": "snapshot",
+        "experiment": None,
+        "baseline": None,
+    }
+    assert made["code_commit"] == project.git("rev-parse", "HEAD").strip()
+    assert latest["params"]["chunking"]["chunk_size"] is None
+    assert latest["params"]["snapshot"]["queries"][1]["top_k"] == 3
+    assert latest["dvc"] == [
+        {"md5": md5(data), "remote": latest["dvc"][0]["remote"], "path": SNAPSHOT}
+    ]
+    assert latest["dvc"][0]["remote"].endswith(f"files/md5/{md5(data)[:2]}/{md5(data)[2:]}")
+    assert project.lineage(latest["sha256"][:9])["version"] == "v1"
     project.commit("built")
 
 
@@ -312,8 +397,8 @@ def test_damaged_or_deleted_milvus_is_rebuilt(project: Project):
     assert project.repro() == {"load"}
     assert project.milvus_ids() == expected
     assert (repo / "data/work/load.json").read_bytes() == load
-    metrics = json.loads((repo / "metrics/pipeline/load.json").read_text())
-    assert metrics["added"] == len(expected) and metrics["embedded"] == 0  # from the cache
+    run = json.loads((repo / "data/work/runs/load.json").read_text())
+    assert run["added"] == len(expected) and run["embedded"] == 0  # from the cache
     project.git("checkout", "--", "metrics/pipeline/load.json", "dvc.lock")
 
 
@@ -327,7 +412,7 @@ def test_snapshot_params_rerun_only_the_snapshot(project: Project):
 
 def test_chunking_params_rerun_chunk_and_after(project: Project):
     before = project.chunk_ids()
-    project.edit_params("chunk_size: null", "chunk_size: 64")
+    project.edit_params("chunk_size: ", "chunk_size: 64")
     assert project.repro() == {"chunk", "embed", "load", "snapshot"}
     after = project.chunk_ids()
     assert len(after) > len(before)
@@ -337,8 +422,38 @@ def test_chunking_params_rerun_chunk_and_after(project: Project):
     project.commit("small-chunks")
 
 
+def test_exp_run_is_a_version_naming_the_experiment(project: Project):
+    """`dvc exp run -S` runs the same snapshot stage, so the same versioning step: a new
+    version whose producer names the experiment; params.yaml keeps its layout."""
+    repo = project.repo
+    before = (repo / "params.yaml").read_text().splitlines()
+    versions = len(project.lineage_all())
+    project.dvc("exp", "run", "-n", "size48", "-S", "chunking.chunk_size=48")
+    after = (repo / "params.yaml").read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert [b.split("#")[0].strip() for _, b in changed] == ["chunk_size: 48"]
+    latest = project.lineage("latest")
+    assert latest["sha256"] == hashlib.sha256((repo / SNAPSHOT).read_bytes()).hexdigest()
+    made = latest["produced_by"][-1]["producer"]
+    assert (made["kind"], made["stage"], made["experiment"]) == ("dvc", "snapshot", "size48")
+    assert latest["params"]["chunking"]["chunk_size"] == 48
+    assert latest["version"] == f"v{versions + 1}" == f"v{len(project.lineage_all())}"
+    assert project.lineage(latest["sha256"][:8])["version"] == latest["version"]
+    project.env["COLUMNS"] = "120"  # a common terminal width
+    shown = project.dvc("exp", "show", "--no-pager", "--drop", ".*", "--keep", EXP_COLUMNS)
+    del project.env["COLUMNS"]
+    (project.root / "exp-show.txt").write_text(shown)
+    assert "size48" in shown and "…" not in shown  # readable: no collapsed columns
+    project.git("checkout", "--", ".")  # back to the committed state for the next tests
+    project.dvc("checkout")
+
+
 def test_push_pull_and_read_older_versions(project: Project):
     repo, root = project.repo, project.root
+    never = root / "clone-not-pushed"
+    project.git("clone", "-q", str(repo), str(never), cwd=root)
+    out = project.run(CLI, "snapshot", "show", "--rev", "HEAD", cwd=never, check=False)
+    assert out.count("\n") == 1 and "never pushed" in out and "dvc push" in out, out
     project.dvc("push", "--all-commits")
     info = snapshot_version_info(repo / SNAPSHOT)
     assert info["md5"] == project.lock_md5(SNAPSHOT)
@@ -374,9 +489,13 @@ def test_rebuild_from_nothing_is_byte_identical(project: Project):
         shutil.rmtree(repo / path)
     for cache in repo.glob("data/embedding-cache.sqlite*"):
         cache.unlink()
+    versions = len(project.lineage_all())
     assert project.repro() == STAGES
     data = (repo / SNAPSHOT).read_bytes()
     assert md5(data) == recorded
+    assert len(project.lineage_all()) == versions  # the same bytes: no new version
+    latest = project.lineage("latest")
+    assert latest["sha256"] == hashlib.sha256(data).hexdigest() and len(latest["produced_by"]) >= 2
     before = project.snapshots["small-chunks"]
     assert hashlib.sha256(data).hexdigest() == hashlib.sha256(before).hexdigest()
     new = yaml.safe_load((repo / "dvc.lock").read_text())

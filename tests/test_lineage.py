@@ -24,6 +24,7 @@ from corpusflow.lineage import Ledger, LineageError, use_snapshot  # noqa: E402
 from corpusflow.models import Document  # noqa: E402
 from corpusflow.pipeline import ingest, snapshot  # noqa: E402
 from corpusflow.versioning import comet as cv  # noqa: E402
+from corpusflow.versioning.step import record_version  # noqa: E402
 
 TEXTS = {
     "file:bread": "Feed the sourdough starter flour and water every day so the wild yeast "
@@ -80,11 +81,15 @@ def test_lineage_graph_two_versions_and_an_evaluation(make_ctx, repo):
     r1 = ingest(ctx, docs1)
     s1 = snapshot(ctx)
     m1 = json.loads(Path(s1.manifest).read_text())["run_id"]  # the manifest is overwritten
-    o1 = cv.log_snapshot(ctx, s1, r1, dvc={"md5": "md5-one", "remote_url": "file:///r/one"})
+    o1 = record_version(
+        ctx.params, Path(s1.path), result=r1, dvc={"md5": "md5-one", "remote": "file:///r/one"}
+    )
     r2 = ingest(ctx, docs2)
     s2 = snapshot(ctx)
     m2 = json.loads(Path(s2.manifest).read_text())["run_id"]
-    o2 = cv.log_snapshot(ctx, s2, r2, dvc={"md5": "md5-two", "remote_url": "file:///r/two"})
+    o2 = record_version(
+        ctx.params, Path(s2.path), result=r2, dvc={"md5": "md5-two", "remote": "file:///r/two"}
+    )
     ev = evaluate(ctx, "v2")
     assert (o1["ledger_version"], o2["ledger_version"]) == ("v1", "v2")
     assert ev.snapshot["version"] == "v2" and ev.hit_rate == 1.0
@@ -136,6 +141,10 @@ def test_lineage_graph_two_versions_and_an_evaluation(make_ctx, repo):
     assert f"ingest {r2.run_id}" in text and "md5-two" in text
     assert "file:kayak  " + docs2[1].content_hash[:12] in text
     assert f"evaluation {ev.run_id}" in text and "hit_rate@2=1.0" in text
+    # the params values, not only their hash
+    size = ctx.params.chunking.chunk_size
+    assert f"params chunking: chunk_overlap=null  chunk_size={json.dumps(size)}" in text
+    assert 'model="sentence-transformers/all-MiniLM-L6-v2"' in text
 
     code, text = lineage_cli("v9")
     assert code == 2 and "no snapshot version v9" in text

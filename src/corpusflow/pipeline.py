@@ -6,7 +6,6 @@ Data flows one way: sources -> documents -> chunks -> embeddings -> Milvus -> sn
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -285,10 +284,10 @@ class RejectLog:
         self.items.append(reject)
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        from corpusflow.versioning.lineage import append_jsonl  # a torn last line stays apart
+
         entry = {"run_id": self.run_id, "time": datetime.now(UTC).isoformat(), **asdict(reject)}
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+        append_jsonl(self.path, entry)
 
 
 def _batched(items: Iterable[Document], n: int) -> Iterator[list[Document]]:
@@ -748,28 +747,14 @@ def snapshot(ctx: Context, out: str | None = None, run_id: str | None = None):
 
 
 def version(ctx: Context, snap: Any, result: IngestResult | None = None) -> dict[str, Any]:
-    """Version a written snapshot: its DVC identity (md5 and address in the default remote)
-    and a Comet artifact version (or a pending one, offline) plus a lineage ledger entry.
-
-    A versioning failure is reported in the result, not raised: the data is already loaded
-    and the snapshot written; `corpusflow comet sync` catches up later.
+    """Version a written snapshot (versioning.step: the one step the CLI, the Prefect flow
+    and the DVC snapshot stage share): its DVC address, one ledger version and one Comet
+    artifact version per distinct sha256. Failures are reported in the result, not raised:
+    the data is already loaded and the snapshot written; `corpusflow comet sync` catches up.
     """
-    from corpusflow.versioning import comet, dvc
+    from corpusflow.versioning.step import version_snapshot
 
-    out: dict[str, Any] = {}
-    try:
-        out["dvc"] = dict(dvc.snapshot_version_info(snap.path), path=snap.path)
-    except Exception as exc:  # not a DVC project, remote misconfigured: say so, go on
-        out["dvc"] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-    if ctx.params.comet.mode == "disabled":
-        out["comet"] = {"mode": "disabled"}
-        return out
-    dvc_info = out["dvc"] if "md5" in out["dvc"] else None
-    try:
-        out["comet"] = comet.log_snapshot(ctx, snap, result, dvc=dvc_info)
-    except Exception as exc:
-        out["comet"] = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-    return out
+    return version_snapshot(ctx.params, snap.path, result=result)
 
 
 def deep_link(url: str, seconds: float | None) -> str:

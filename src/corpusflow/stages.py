@@ -1,4 +1,4 @@
-"""DVC stages (`corpusflow stage ...`) and snapshot versions (`corpusflow versions ...`).
+"""DVC stages (`corpusflow stage ...`); `corpusflow versions ...` lives in versioning.dvc_cli.
 
 Each stage drives the same pipeline objects a CLI ingest or a Prefect flow drives
 (pipeline.extract, Ingestion.screen, Chunker/chunker_spec, embed_texts, Ingestion,
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from corpusflow.cli_support import ParamsOpt, command_context, fail
+from corpusflow.versioning.dvc_cli import show_cmd, versions_app  # noqa: F401 - cli.py imports
 
 if TYPE_CHECKING:
     from corpusflow.config import Params
@@ -35,16 +35,13 @@ REJECTS = WORK / "rejects.json"  # JSON, not JSONL: DVC warns about empty output
 CHUNKS = WORK / "chunks.jsonl"
 EMBEDDINGS = WORK / "embeddings.json"
 LOADED = WORK / "load.json"
-METRICS = Path("metrics/pipeline")
+METRICS = Path("metrics/pipeline")  # counts that describe the data: DVC metrics
+PLOTS = Path("metrics/plots")  # the same counts as rows, for `dvc plots`
+RUNS = WORK / "runs"  # what describes one run (seconds, embedded, cache hits): not metrics
 EMBED_SLICE = 2048  # texts handed to embed_texts at once: bounds the vectors held in memory
 
 stage_app = typer.Typer(
     help="DVC pipeline stages (run by `dvc repro`, see dvc.yaml).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-versions_app = typer.Typer(
-    help="Snapshot versions through DVC: read one back at any git revision.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -151,13 +148,21 @@ def _by_type(by_type: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
     return {t: {k: c.get(k, 0) for k in keep} for t, c in sorted(by_type.items())}
 
 
+def reason_kind(reason: str) -> str:
+    """A reject reason without its particulars (paths, ids, numbers): one bar per kind."""
+    import re
+
+    head = re.split(r"[:(]", reason, maxsplit=1)[0].strip()
+    return re.sub(r"\S*[/\d]\S*", "…", head) or "other"
+
+
 def extract_stage(
     params: Params, documents: Path = DOCUMENTS, rejects: Path = REJECTS
 ) -> dict[str, Any]:
     """Sources named in params -> unique, valid Documents (documents.jsonl) plus every
     Reject and skipped duplicate (rejects.json), screened exactly as an ingest would."""
     from corpusflow import pipeline
-    from corpusflow.models import Skipped
+    from corpusflow.models import Reject, Skipped
 
     side: list[Reject | Skipped] = []
 
@@ -186,11 +191,16 @@ def extract_stage(
     r = screen.result
     for source_type, count in per_type.items():
         r.count(source_type, "documents", count)
+    reasons: dict[str, int] = {}
+    for item in side:
+        if isinstance(item, Reject):
+            reasons[reason_kind(item.reason)] = reasons.get(reason_kind(item.reason), 0) + 1
     return {
         "documents": n,
         "rejected": r.rejected,
         "duplicates": r.duplicates,
         "by_type": _by_type(r.by_type),
+        "by_reason": dict(sorted(reasons.items())),
     }
 
 
@@ -256,7 +266,12 @@ def embed_stage(ctx: Context, chunks: Path = CHUNKS, out: Path = EMBEDDINGS) -> 
             "text_hashes_sha256": _hashes_digest(hashes),
         },
     )
-    return {"texts": len(texts), "embedded": counts.embedded, "cache_hits": counts.cache_hits}
+    return {
+        "texts": len(texts),
+        "unique_texts": len(set(hashes)),
+        "embedded": counts.embedded,
+        "cache_hits": counts.cache_hits,
+    }
 
 
 def collection_fingerprint(ctx: Context, physical: str) -> dict[str, Any]:
@@ -326,25 +341,38 @@ def load_stage(
 
 
 def snapshot_stage(ctx: Context, out: str | None = None) -> dict[str, Any]:
-    """pipeline.snapshot (query vectors come from the cache): canonical, deterministic bytes."""
+    """pipeline.snapshot (query vectors come from the cache): canonical, deterministic bytes;
+    then pipeline.version, the versioning step every snapshot ends with (producer: this DVC
+    stage, and the experiment under `dvc exp run`)."""
     from corpusflow import pipeline
 
     res = pipeline.snapshot(ctx, out)
     snap = json.loads(Path(res.path).read_text(encoding="utf-8"))
     return {
         "records": res.records,
+        "kilobytes": round(Path(res.path).stat().st_size / 1024, 1),
         "queries": {name: len(hits) for name, hits in sorted(snap["queries"].items())},
         "sha256": res.sha256,
         "path": res.path,
+        "versions": pipeline.version(ctx, res),
     }
 
 
 # ----------------------------------------------------------------------------------------
 # the commands
 # ----------------------------------------------------------------------------------------
-def _metrics(stage: str, values: dict[str, Any], started: float) -> None:
+def _metrics(
+    stage: str, values: dict[str, Any], started: float, run: dict[str, Any] | None = None
+) -> None:
+    """Counts of the data -> metrics/pipeline/<stage>.json (a DVC metric: the same inputs
+    give the same bytes); seconds and run-dependent counts -> data/work/runs/<stage>.json."""
     seconds = round(time.monotonic() - started, 3)
-    write_json(METRICS / f"{stage}.json", {**values, "seconds": seconds})
+    write_json(METRICS / f"{stage}.json", values)
+    write_json(RUNS / f"{stage}.json", {**(run or {}), "seconds": seconds})
+
+
+def _rows(key: str, counts: dict[str, int], value: str) -> list[dict[str, Any]]:
+    return [{key: k, value: n} for k, n in sorted(counts.items())]
 
 
 @stage_app.command("extract")
@@ -353,7 +381,9 @@ def extract_cmd(params: ParamsOpt = None) -> None:
     started = time.monotonic()
     with command_context(params, with_context=False) as p:
         m = extract_stage(p)
-    _metrics("extract", m, started)
+    by_reason = m.pop("by_reason")
+    write_json(PLOTS / "rejects_by_reason.json", _rows("reason", by_reason, "rejects") or [])
+    _metrics("extract", {k: m[k] for k in ("documents", "rejected", "duplicates")}, started)
     typer.echo(
         f"extract: {m['documents']} documents, {m['rejected']} rejected, "
         f"{m['duplicates']} duplicates -> {DOCUMENTS}"
@@ -366,7 +396,9 @@ def chunk_cmd(params: ParamsOpt = None) -> None:
     started = time.monotonic()
     with command_context(params) as ctx:
         m = chunk_stage(ctx)
-    _metrics("chunk", m, started)
+    chunks = {t: c["chunks"] for t, c in m.pop("by_type").items()}
+    write_json(PLOTS / "chunks_by_type.json", _rows("source_type", chunks, "chunks"))
+    _metrics("chunk", {k: v for k, v in m.items() if k != "documents"}, started)  # as extract
     typer.echo(f"chunk: {m['documents']} documents -> {m['chunks']} chunks -> {CHUNKS}")
 
 
@@ -376,8 +408,11 @@ def embed_cmd(params: ParamsOpt = None) -> None:
     started = time.monotonic()
     with command_context(params) as ctx:
         m = embed_stage(ctx)
-    _metrics("embed", m, started)
-    typer.echo(f"embed: {m['texts']} texts, embedded {m['embedded']}, cache hits {m['cache_hits']}")
+    run = {k: m.pop(k) for k in ("embedded", "cache_hits")}
+    _metrics("embed", m, started, run)
+    typer.echo(
+        f"embed: {m['texts']} texts, embedded {run['embedded']}, cache hits {run['cache_hits']}"
+    )
 
 
 @stage_app.command("load")
@@ -389,8 +424,8 @@ def load_cmd(
 ) -> None:
     """Sync Milvus with data/work (idempotent) and write its fingerprint to load.json.
 
-    metrics/pipeline/load.json is rewritten only when the sync changed the collection (or
-    is missing): a sync that found nothing to do leaves every tracked file as it was.
+    Its metrics are what the collection holds (records, sources), so a sync that found
+    nothing to do rewrites the same bytes; what the sync did goes to data/work/runs/load.json.
     """
     if cleanup not in ("full", "incremental"):
         fail(f"--cleanup must be full or incremental, not {cleanup!r}")
@@ -398,25 +433,9 @@ def load_cmd(
     with command_context(params) as ctx:
         info, r = load_stage(ctx, cleanup=cleanup)
     changed = bool(r.upserted or r.deleted or r.alias_moved)
-    metrics_file = METRICS / "load.json"
-    if changed or not metrics_file.exists():
-        keys = (
-            "documents",
-            "chunks",
-            "rejected",
-            "duplicates",
-            "added",
-            "updated",
-            "deleted",
-            "upserted",
-            "migrated",
-            "embedded",
-            "cache_hits",
-        )
-        values = {k: getattr(r, k) for k in keys}
-        _metrics(
-            "load", {**values, "records": info["records"], "by_type": _by_type(r.by_type)}, started
-        )
+    keys = ("added", "updated", "deleted", "upserted", "migrated", "embedded", "cache_hits")
+    counts = ("records", "sources", "kept_from_rejected_sources")
+    _metrics("load", {k: info[k] for k in counts}, started, {k: getattr(r, k) for k in keys})
     what = (
         f"synced: added {r.added}, updated {r.updated}, deleted {r.deleted}"
         if changed
@@ -437,51 +456,15 @@ def snapshot_cmd(
     started = time.monotonic()
     with command_context(params) as ctx:
         m = snapshot_stage(ctx, out)
-    path, sha = m.pop("path"), m.pop("sha256")
-    _metrics("snapshot", m, started)
-    typer.echo(f"snapshot: {m['records']} records -> {path}\n  sha256 {sha}")
-
-
-@versions_app.command("show")
-def show_cmd(
-    rev: Annotated[str, typer.Option("--rev", help="git revision (commit, tag, branch)")] = "HEAD",
-    path: Annotated[str | None, typer.Option(help="snapshot path in the repo")] = None,
-    repo: Annotated[str | None, typer.Option(help="DVC project path or git URL")] = None,
-    remote: Annotated[str | None, typer.Option(help="DVC remote (default: the default)")] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="write here, not stdout")] = None,
-) -> None:
-    """Print (or write) the snapshot as it was at a git revision, through dvc.api."""
-    from dvc.exceptions import DvcException
-
-    from corpusflow.versioning.dvc import DEFAULT_SNAPSHOT, read_snapshot_bytes
-
-    if path is None:
-        with command_context(None, with_context=False) as p:
-            path = p.snapshot.out if not repo else DEFAULT_SNAPSHOT
-    try:
-        data = read_snapshot_bytes(rev, path, repo, remote)
-    except (DvcException, FileNotFoundError) as exc:
-        fail(f"cannot read {path} at {rev}: {str(exc).strip().splitlines()[0]}")
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_bytes(data)
-        typer.echo(f"{path}@{rev} -> {out} ({len(data)} bytes)", err=True)
+    path, sha, versions = m.pop("path"), m.pop("sha256"), m.pop("versions")
+    size = [{"snapshot": Path(path).name, "records": m["records"], "kilobytes": m["kilobytes"]}]
+    write_json(PLOTS / "snapshot_size.json", size)
+    # metric names are unique across the files, so `dvc exp show` columns are just the names
+    _metrics("snapshot", {"snapshot_records": m.pop("records"), **m}, started)
+    typer.echo(f"snapshot: {size[0]['records']} records -> {path}\n  sha256 {sha}")
+    comet = versions["comet"]
+    if "error" in comet:
+        typer.echo(f"warning: versioning failed: {comet['error']}", err=True)
     else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-
-
-@versions_app.command("info")
-def info_cmd(
-    path: Annotated[str | None, typer.Argument(help="snapshot (default: snapshot.out)")] = None,
-    remote: Annotated[str | None, typer.Option(help="DVC remote (default: the default)")] = None,
-) -> None:
-    """md5 of a snapshot file and its address in the DVC remote, as JSON."""
-    from corpusflow.versioning.dvc import snapshot_version_info
-
-    if path is None:
-        with command_context(None, with_context=False) as p:
-            path = p.snapshot.out
-    if not Path(path).is_file():
-        fail(f"no snapshot at {path}")
-    typer.echo(json.dumps(snapshot_version_info(path, remote), sort_keys=True))
+        where = comet.get("artifact_version") or comet.get("mode")
+        typer.echo(f"  version {comet['ledger_version']} (Comet: {where}); `corpusflow lineage`")

@@ -22,28 +22,19 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from corpusflow.versioning.lineage import (
-    SNAPSHOT_FILE,
-    Ledger,
-    LineageError,
-    file_sha256,
-    now,
-)
+from corpusflow.versioning.lineage import SNAPSHOT_FILE, Ledger
+from corpusflow.versioning.queue import PendingQueue, publish_archive, staging_dir
 
 if TYPE_CHECKING:
     from corpusflow.config import Params
-    from corpusflow.pipeline import Context, IngestResult
-    from corpusflow.snapshot import SnapshotResult
 
 LOG = logging.getLogger(__name__)
 
@@ -89,6 +80,8 @@ _SECRET_KEY = re.compile(
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 REDACTED = "***"
 HTML_BARS = 50  # sources drawn in the chunks-per-source chart
+UPLOAD_MAX_BYTES = 64 << 20  # snapshots up to this size are uploaded beside the DVC reference
+DVC_REMOTE_ASSET = "dvc-remote/snapshot.json"  # logical path of the remote (DVC) reference
 PROBE_SECONDS = 5.0  # reachability check before going online
 
 
@@ -257,98 +250,6 @@ def iter_snapshot_records(path: str | Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line[1:] if line.startswith(",") else line)
 
 
-@dataclass
-class SnapshotFacts:
-    records: int
-    chunks_per_source: dict[str, int]
-    sources: dict[str, str]  # source_id -> doc_hash
-    models: list[str]
-
-
-def snapshot_facts(path: str | Path) -> SnapshotFacts:
-    counts: Counter[str] = Counter()
-    hashes: dict[str, str] = {}
-    models: Counter[str] = Counter()
-    n = 0
-    for rec in iter_snapshot_records(path):
-        n += 1
-        sid = rec.get("source_id", "")
-        counts[sid] += 1
-        hashes.setdefault(sid, rec.get("doc_hash", ""))
-        if rec.get("model"):
-            models[rec["model"]] += 1
-    return SnapshotFacts(
-        records=n,
-        chunks_per_source=dict(sorted(counts.items())),
-        sources=dict(sorted(hashes.items())),
-        models=[m for m, _ in models.most_common()],
-    )
-
-
-def _read_manifest(snapshot_path: Path) -> dict[str, Any]:
-    import json
-
-    from corpusflow.snapshot import manifest_path
-
-    mpath = manifest_path(snapshot_path)
-    if not mpath.exists():
-        return {}
-    try:
-        return json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def ingest_metrics(result: IngestResult | dict[str, Any] | None) -> dict[str, float]:
-    """Counts and throughput of an ingest run as flat numeric metrics."""
-    if result is None:
-        return {}
-    data = result if isinstance(result, dict) else result.to_dict()
-    out: dict[str, float] = {}
-    for key, value in data.items():
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float):
-            out[key] = value
-    for source_type, counts in (data.get("by_type") or {}).items():
-        for key, value in counts.items():
-            out[f"{source_type}.{key}"] = value
-    seconds = float(data.get("seconds") or 0)
-    if seconds > 0:
-        out["chunks_per_second"] = round(data.get("chunks", 0) / seconds, 3)
-        out["embedded_per_second"] = round(data.get("embedded", 0) / seconds, 3)
-        out["documents_per_second"] = round(data.get("documents", 0) / seconds, 3)
-    return out
-
-
-def _bar_chart_html(counts: dict[str, int]) -> str:
-    """A dependency-free horizontal bar chart (inline SVG) of chunks per source."""
-    from html import escape
-
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:HTML_BARS]
-    if not top:
-        return "<p>no records</p>"
-    peak = max(c for _, c in top) or 1
-    row, label_w, bar_w = 18, 320, 360
-    bars = []
-    for i, (sid, n) in enumerate(top):
-        y = i * row
-        w = max(1, int(bar_w * n / peak))
-        bars.append(
-            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" font-size="11">'
-            f"{escape(sid[:60])}</text>"
-            f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#4c78a8"/>'
-            f'<text x="{label_w + w + 4}" y="{y + 13}" font-size="11">{n}</text>'
-        )
-    more = len(counts) - len(top)
-    note = f"<p>{more} more sources not shown</p>" if more > 0 else ""
-    height = row * len(top)
-    return (
-        f"<h3>Chunks per source</h3><svg xmlns='http://www.w3.org/2000/svg' "
-        f"width='{label_w + bar_w + 60}' height='{height}'>{''.join(bars)}</svg>{note}"
-    )
-
-
 # ----------------------------------------------------------------------------------------
 # experiments
 # ----------------------------------------------------------------------------------------
@@ -397,12 +298,13 @@ def start_experiment(settings: CometSettings, name: str, tags: list[str]) -> tup
             LOG.warning("Comet unavailable (%s): this run is recorded offline", type(exc).__name__)
             exp = None
     mode = "online" if exp is not None else "offline"
-    if exp is None:
-        settings.offline_dir.mkdir(parents=True, exist_ok=True)
+    if exp is None:  # written in staging; end_experiment publishes it once it checks out
+        stage = staging_dir(settings.offline_dir)
+        stage.mkdir(parents=True, exist_ok=True)
         exp = cm.OfflineExperiment(
             project_name=settings.project,
             workspace=settings.workspace,
-            offline_directory=str(settings.offline_dir.resolve()),
+            offline_directory=str(stage.resolve()),
             **EXPERIMENT_KWARGS,
         )
     exp.set_name(name)
@@ -410,310 +312,92 @@ def start_experiment(settings: CometSettings, name: str, tags: list[str]) -> tup
     return exp, mode
 
 
+class _NoTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextmanager
+def _one_line_sdk_failures() -> Iterator[None]:
+    """The SDK's own failures while ending (a full disk under its archive) as its one-line
+    warning, without the traceback it attaches, nor the one Python prints when the SDK's
+    half-written zip is collected."""
+    import gc
+
+    handlers = logging.getLogger("comet_ml").handlers
+    quiet = _NoTraceback()
+    for h in handlers:
+        h.addFilter(quiet)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: LOG.warning("comet_ml: %s", u.exc_value)
+    try:
+        yield
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
 def end_experiment(exp: Any, mode: str, settings: CometSettings) -> str | None:
-    """End the experiment; for offline ones, the path of the archive it wrote."""
+    """End the experiment; for offline ones, the path of the archive it wrote, checked and
+    moved out of staging (None, with one warning line, when it could not be written: the
+    run's versions still reach Comet through the pending queue)."""
     key = exp.id
-    exp.end()
+    with _one_line_sdk_failures():
+        exp.end()
     if mode != "offline":
         return None
-    archives = sorted(
-        settings.offline_dir.glob(f"{key}*.zip"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    return str(archives[0]) if archives else None
-
-
-# ----------------------------------------------------------------------------------------
-# the pending queue
-# ----------------------------------------------------------------------------------------
-class PendingQueue:
-    """Artifact versions and consumptions that could not reach Comet yet, in order."""
-
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.path = directory / "queue.jsonl"
-
-    def entries(self) -> list[dict[str, Any]]:
-        return Ledger(self.path).events()
-
-    def add(self, entry: dict[str, Any]) -> dict[str, Any]:
-        return Ledger(self.path).append(entry)
-
-    def replace(self, entries: list[dict[str, Any]]) -> None:
-        """Rewrite the queue atomically (used by sync to drop what it has done)."""
-        import json
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for e in entries:
-                f.write(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        import fcntl
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / "sync.lock").open("a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _pending_copy(settings: CometSettings, snapshot: Path, sha: str) -> Path:
-    """Keep the snapshot's bytes for a later upload (content-addressed, written once)."""
-    settings.pending_dir.mkdir(parents=True, exist_ok=True)
-    target = settings.pending_dir / f"{sha}.json"
-    if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(snapshot, tmp)
-        os.replace(tmp, target)
-    return target
-
-
-# ----------------------------------------------------------------------------------------
-# the step: version a snapshot
-# ----------------------------------------------------------------------------------------
-def _normalise_dvc(dvc: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not dvc:
-        return None
-    out = {
-        "md5": dvc.get("md5"),
-        "remote": dvc.get("remote_url") or dvc.get("remote"),
-        "path": dvc.get("path"),
-    }
-    return scrub({k: v for k, v in out.items() if v})
-
-
-def record_snapshot_version(
-    params: Params,
-    snapshot_path: str | Path,
-    *,
-    result: IngestResult | dict[str, Any] | None = None,
-    dvc: dict[str, Any] | None = None,
-    run_ids: dict[str, str | None] | None = None,
-    new_version: bool = False,
-) -> dict[str, Any]:
-    """Version one snapshot file in Comet (or the pending queue) and the lineage ledger.
-
-    Needs no Milvus and no model: the CLI, a DVC stage or a Prefect task can call it after
-    the snapshot step. `dvc` may carry `md5` and `remote` (URL); `run_ids` extra run ids.
-    A snapshot whose bytes equal the latest version already in the same artifact is not
-    uploaded again (an unchanged rerun must not add Comet versions) unless `new_version`.
-    Returns {mode, experiment_key, artifact, artifact_version, pending_id, ledger_version,
-    new_version, sha256, archive}.
-    """
-    settings = CometSettings.from_params(params)
-    snapshot = Path(snapshot_path)
-    sha = file_sha256(snapshot)
-    manifest = _read_manifest(snapshot)
-    if manifest.get("sha256") and manifest["sha256"] != sha:
-        LOG.warning("manifest sha256 differs from %s: using the file's own bytes", snapshot)
-    facts = snapshot_facts(snapshot)
-    rdict = result if isinstance(result, dict) else result.to_dict() if result else {}
-    model = rdict.get("model") or (facts.models[0] if facts.models else params.embedding.model)
-    commit, dirty = git_commit()
-    runs = {
-        "ingest": rdict.get("run_id"),
-        "snapshot": manifest.get("run_id"),
-        "prefect_flow_run": prefect_flow_run_id(),
-        **(run_ids or {}),
-    }
-    runs = {k: v for k, v in runs.items() if v}
-    dvc_info = _normalise_dvc(dvc)
-    physical = manifest.get("physical_collection") or rdict.get("physical_collection")
-    params_dump = scrub(params.model_dump(mode="json"))
-    metadata = scrub(
-        {
-            "sha256": sha,
-            "records": facts.records,
-            "sources": len(facts.sources),
-            "collection": params.milvus.collection,
-            "alias": params.milvus.collection,
-            "physical_collection": physical,
-            "embedding_model": model,
-            "params_hash": params.digest(),
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "dvc_md5": (dvc_info or {}).get("md5"),
-            "dvc_remote": (dvc_info or {}).get("remote"),
-            "ingest_run_id": runs.get("ingest"),
-            "snapshot_run_id": runs.get("snapshot"),
-            "prefect_flow_run_id": runs.get("prefect_flow_run"),
-            "created_at": manifest.get("created_at") or now(),
-        }
-    )
-    ledger = settings.ledger
-    event: dict[str, Any] = {
-        "event": "produced",
-        "sha256": sha,
-        "snapshot": {"path": str(snapshot), "records": facts.records},
-        "collection": params.milvus.collection,
-        "alias": params.milvus.collection,
-        "physical_collection": physical,
-        "model": model,
-        "params_hash": params.digest(),
-        "params": params_dump,
-        "code_commit": commit,
-        "code_dirty": dirty,
-        "run_ids": runs,
-        "sources": facts.sources,
-        "dvc": dvc_info,
-    }
-    if settings.mode == "disabled":
-        event["comet"] = {"mode": "disabled"}
-        rec = ledger.record_produced(event)
-        return _outcome(rec, settings, "disabled", None, None, None, None)
-
-    reuse_version, reuse_pending = (None, None) if new_version else _reusable(ledger, sha, settings)
-    unchanged = bool(reuse_version or reuse_pending)
-
-    name = f"ingest {runs.get('ingest') or runs.get('snapshot') or sha[:12]}"
-    exp, mode = start_experiment(settings, name, ["corpusflow", "snapshot"])
-    archive = None
     try:
-        exp.log_parameters(loggable_params(params_dump))
-        exp.log_parameter("params_hash", params.digest())
-        exp.log_metrics(ingest_metrics(result))
-        exp.log_metrics({"snapshot_records": facts.records, "snapshot_sources": len(facts.sources)})
-        exp.log_others({f"snapshot_{k}": v for k, v in metadata.items() if v is not None})
-        _log_chunks_per_source(exp, facts.chunks_per_source)
-        if (mpath := _manifest_file(snapshot)) is not None:
-            exp.log_asset(str(mpath), file_name="snapshot.manifest.json")
-        if mode == "offline":  # the archive must stand alone; online, the artifact holds it
-            exp.log_asset(str(snapshot), file_name=SNAPSHOT_FILE)
-
-        version: str | None = None
-        pending_id: str | None = None
-        if unchanged:
-            version, pending_id = reuse_version, reuse_pending
-        elif mode == "online":
-            try:
-                version = _log_artifact(exp, settings, snapshot, metadata, aliases=["latest"])
-            except Exception as exc:
-                LOG.warning("logging the artifact failed (%s): queued for `comet sync`", exc)
-        if version is None and pending_id is None:
-            pending_id = f"{sha[:12]}-{exp.id[:8]}"
-            PendingQueue(settings.pending_dir).add(
-                {
-                    "id": pending_id,
-                    "kind": "artifact",
-                    "experiment_key": exp.id,
-                    "offline": mode == "offline",
-                    "artifact": settings.artifact,
-                    "artifact_type": settings.artifact_type,
-                    "workspace": settings.workspace,
-                    "metadata": metadata,
-                    "aliases": ["latest"],
-                    "file": str(_pending_copy(settings, snapshot, sha)),
-                    "sha256": sha,
-                }
-            )
-        event["comet"] = {
-            "mode": mode,
-            "experiment_key": exp.id,
-            "project": settings.project,
-            "workspace": settings.workspace,
-            "artifact": settings.artifact,
-            "version": version or "pending",
-            "pending_id": pending_id,
-            "reused": unchanged,
-        }
-        rec = ledger.record_produced(event)
-        exp.log_other("ledger_version", rec["version"])
-        exp.log_other("snapshot_artifact", f"{settings.artifact}:{version or 'pending'}")
-    finally:
-        archive = end_experiment(exp, mode, settings)
-    return _outcome(rec, settings, mode, exp.id, version, pending_id, archive)
+        return str(publish_archive(key, Path(exp.offline_directory), settings.offline_dir))
+    except OSError as exc:
+        LOG.warning("%s", exc)
+        return None
 
 
-def _reusable(ledger: Ledger, sha: str, settings: CometSettings) -> tuple[str | None, str | None]:
-    """(Comet version, pending id) to reuse when `sha` is the latest snapshot already
-    versioned in this artifact: an unchanged rerun adds no Comet version."""
-    previous = ledger.latest_produced()
-    if previous is None or previous["sha256"] != sha:
-        return None, None
-    if ((previous.get("comet") or {}).get("artifact")) != settings.artifact:
-        return None, None
-    view = ledger.resolve(previous["version"])
-    if view["comet"]["versions"]:
-        return view["comet"]["versions"][-1], None
-    if view["comet"]["pending"]:
-        return None, view["comet"]["pending"][-1]
-    return None, None
+# ----------------------------------------------------------------------------------------
+# artifact versions
+# ----------------------------------------------------------------------------------------
+def sha_alias(sha256: str) -> str:
+    """The alias naming a snapshot's bytes in the artifact: lets a sync find a version it
+    logged before a kill, and `use_snapshot(name, "sha256-…")` fetch by content."""
+    return f"sha256-{sha256[:16]}"
 
 
-def _manifest_file(snapshot: Path) -> Path | None:
-    from corpusflow.snapshot import manifest_path
-
-    mpath = manifest_path(snapshot)
-    return mpath if mpath.exists() else None
+def remote_uri(location: str) -> str:
+    """A DVC remote address as a URI Comet can keep (local paths become file://)."""
+    return location if "://" in location else Path(location).resolve().as_uri()
 
 
-def _outcome(
-    rec: dict[str, Any],
-    settings: CometSettings,
-    mode: str,
-    key: str | None,
-    version: str | None,
-    pending_id: str | None,
-    archive: str | None,
-) -> dict[str, Any]:
-    return {
-        "mode": mode,
-        "experiment_key": key,
-        "artifact": settings.artifact,
-        "artifact_version": version or ("pending" if pending_id else None),
-        "pending_id": pending_id,
-        "ledger_version": rec["version"],
-        "new_version": rec["new_version"],
-        "sha256": rec["sha256"],
-        "archive": archive,
-    }
-
-
-def _log_chunks_per_source(exp: Any, counts: dict[str, int]) -> None:
-    """A table (source, chunks), a curve over the sources in id order, and an HTML chart."""
-    if counts:
-        rows = [[sid, n] for sid, n in counts.items()]
-        exp.log_table("chunks_per_source.csv", tabular_data=rows, headers=["source_id", "chunks"])
-        exp.log_curve("chunks_per_source", x=list(range(len(counts))), y=list(counts.values()))
-    exp.log_html(_bar_chart_html(counts), clear=True)
-
-
-def _log_artifact(
+def log_artifact(
     exp: Any,
-    settings: CometSettings,
+    name: str,
+    artifact_type: str,
     snapshot: Path,
     metadata: dict[str, Any],
     aliases: list[str],
 ) -> str:
-    """Log `snapshot` as a new version of the dataset artifact; returns the version."""
+    """Log `snapshot` as a new version of the dataset artifact; returns the version.
+
+    The version references where DVC keeps the bytes (`dvc_remote` in metadata) as a remote
+    asset, and carries the bytes themselves when they are small (UPLOAD_MAX_BYTES) or when
+    there is no DVC address to point at.
+    """
     cm = comet_ml()
     artifact = cm.Artifact(
-        settings.artifact,
-        artifact_type=settings.artifact_type,
+        name,
+        artifact_type=artifact_type,
         metadata=metadata,
-        aliases=aliases,
+        aliases=[*aliases, sha_alias(metadata["sha256"])],
     )
-    artifact.add(str(snapshot), logical_path=SNAPSHOT_FILE)
+    remote = metadata.get("dvc_remote")
+    if remote:
+        artifact.add_remote(remote_uri(remote), logical_path=DVC_REMOTE_ASSET, sync_mode=False)
+    if not remote or snapshot.stat().st_size <= UPLOAD_MAX_BYTES:
+        artifact.add(str(snapshot), logical_path=SNAPSHOT_FILE)
     logged = exp.log_artifact(artifact)
     return str(logged.version)
-
-
-def log_snapshot(
-    ctx: Context,
-    snap: SnapshotResult,
-    result: IngestResult | None = None,
-    dvc: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The `version` step at the end of a run: `record_snapshot_version` for this context's
-    params and snapshot (no Milvus, no model load)."""
-    return record_snapshot_version(ctx.params, snap.path, result=result, dvc=dvc)
 
 
 # ----------------------------------------------------------------------------------------
@@ -744,188 +428,3 @@ def queue_consumption(
         }
     )
     return pending_id
-
-
-# ----------------------------------------------------------------------------------------
-# sync
-# ----------------------------------------------------------------------------------------
-def _archive_uploaded(settings: CometSettings, key: str) -> bool:
-    return any(settings.uploaded_dir.glob(f"{key}*.zip"))
-
-
-def sync(params: Params, *, force_upload: bool = False) -> dict[str, Any]:
-    """Upload offline archives, then log pending artifact versions and consumptions in order.
-
-    Archives go through the SDK's own offline upload (`comet upload`); an uploaded archive
-    moves to `uploaded/`. A pending version is logged from its experiment (re-attached with
-    ExistingExperiment, so Comet shows the run that made it) with its saved bytes and
-    metadata; `latest` moves to it unless a newer version already reached Comet. The queue
-    is worked strictly in order and stops at the first failure, so versions never swap.
-    """
-    settings = CometSettings.from_params(params)
-    if not os.environ.get("COMET_API_KEY"):
-        raise CometError("COMET_API_KEY is not set: nothing can be uploaded")
-    cm = comet_ml()
-    from comet_ml.offline import main_upload
-
-    report: dict[str, Any] = {
-        "archives_uploaded": [],
-        "archives_failed": [],
-        "artifacts_logged": [],
-        "consumers_recorded": [],
-        "dropped": [],
-        "remaining": 0,
-        "error": None,
-    }
-    queue = PendingQueue(settings.pending_dir)
-    with queue.locked():
-        archives = sorted(
-            [(p, force_upload) for p in settings.offline_dir.glob("*.zip")]
-            + [(p, True) for p in settings.fallback_dir.glob("*.zip")],  # resume known runs
-            key=lambda pf: (pf[0].stat().st_mtime, pf[0].name),
-        )
-        for archive, force in archives:
-            try:
-                main_upload([str(archive)], force_upload=force)
-            except Exception as exc:
-                report["archives_failed"].append({"archive": str(archive), "error": str(exc)})
-                continue
-            settings.uploaded_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(archive, settings.uploaded_dir / archive.name)
-            report["archives_uploaded"].append(str(archive))
-
-        entries = queue.entries()
-        done = 0
-        for entry in entries:
-            if entry.get("offline") and not _archive_uploaded(settings, entry["experiment_key"]):
-                report["error"] = f"archive of experiment {entry['experiment_key']} not uploaded"
-                break
-            try:
-                if entry["kind"] == "artifact":
-                    report["artifacts_logged"].append(_sync_artifact(cm, settings, entry))
-                elif entry["kind"] == "consume":
-                    outcome = _sync_consumption(cm, settings, entry)
-                    key = "consumers_recorded" if outcome.get("version") else "dropped"
-                    report[key].append(outcome)
-            except Exception as exc:
-                report["error"] = f"{entry['id']}: {exc}"
-                break
-            done += 1
-            queue.replace(entries[done:])
-        report["remaining"] = len(entries) - done
-    return report
-
-
-def _superseded(settings: CometSettings, entry: dict[str, Any]) -> bool:
-    """Whether a later snapshot already has a Comet version (then `latest` stays there)."""
-    seen = False
-    for e in settings.ledger.events():
-        comet = e.get("comet") or {}
-        if e.get("event") == "produced" and comet.get("pending_id") == entry["id"]:
-            seen = True
-        elif (
-            seen
-            and e.get("event") == "produced"
-            and comet.get("version")
-            not in (
-                None,
-                "pending",
-            )
-        ):
-            return True
-    return False
-
-
-def _existing(cm: Any, key: str) -> Any:
-    exp = cm.ExistingExperiment(experiment_key=key, **EXPERIMENT_KWARGS)
-    if not exp.alive:
-        exp.end()
-        raise CometError(f"cannot re-attach to experiment {key}")
-    return exp
-
-
-def _sync_artifact(cm: Any, settings: CometSettings, entry: dict[str, Any]) -> dict[str, Any]:
-    file = Path(entry["file"])
-    if not file.exists() or file_sha256(file) != entry["sha256"]:
-        raise CometError(f"saved bytes for {entry['id']} are missing or changed: {file}")
-    aliases = [] if _superseded(settings, entry) else list(entry.get("aliases") or [])
-    exp = _existing(cm, entry["experiment_key"])
-    try:
-        s = CometSettings(
-            settings.mode,
-            settings.project,
-            entry.get("workspace"),
-            entry["artifact"],
-            entry.get("artifact_type", settings.artifact_type),
-            settings.offline_dir,
-            settings.ledger_path,
-        )
-        version = _log_artifact(exp, s, file, entry["metadata"], aliases)
-        exp.log_other("snapshot_artifact", f"{entry['artifact']}:{version}")
-    finally:
-        exp.end()
-    settings.ledger.append(
-        {
-            "event": "comet_synced",
-            "sha256": entry["sha256"],
-            "version": settings.ledger.version_of(entry["sha256"]),
-            "pending_id": entry["id"],
-            "comet": {
-                "artifact": entry["artifact"],
-                "version": version,
-                "experiment_key": entry["experiment_key"],
-                "aliases": aliases,
-            },
-        }
-    )
-    if not any(
-        e.get("kind") == "artifact" and e["sha256"] == entry["sha256"] and e["id"] != entry["id"]
-        for e in PendingQueue(settings.pending_dir).entries()
-    ):
-        file.unlink(missing_ok=True)
-    return {"pending_id": entry["id"], "sha256": entry["sha256"], "version": version}
-
-
-def _sync_consumption(cm: Any, settings: CometSettings, entry: dict[str, Any]) -> dict[str, Any]:
-    try:
-        view = settings.ledger.resolve(entry["sha256"])
-    except LineageError:
-        view = None
-    versions = view["comet"]["versions"] if view else []
-    if not versions:
-        return {"pending_id": entry["id"], "version": None, "why": "no Comet version"}
-    exp = _existing(cm, entry["experiment_key"])
-    try:
-        logged = exp.get_artifact(
-            entry["artifact"], workspace=entry.get("workspace"), version_or_alias=versions[-1]
-        )
-    finally:
-        exp.end()
-    version = str(logged.version)
-    settings.ledger.append(
-        {
-            "event": "consume_synced",
-            "sha256": entry["sha256"],
-            "pending_id": entry["id"],
-            "comet": {"artifact": entry["artifact"], "version": version},
-            "consumer": {"experiment_key": entry["experiment_key"]},
-        }
-    )
-    return {"pending_id": entry["id"], "version": version}
-
-
-def status(params: Params) -> dict[str, Any]:
-    """What is waiting for `comet sync`."""
-    settings = CometSettings.from_params(params)
-    entries = PendingQueue(settings.pending_dir).entries()
-    archives = sorted(
-        str(p) for d in (settings.offline_dir, settings.fallback_dir) for p in d.glob("*.zip")
-    )
-    return {
-        "mode": settings.mode,
-        "archives": archives,
-        "pending": [
-            {k: e.get(k) for k in ("id", "kind", "sha256", "experiment_key", "time")}
-            for e in entries
-        ],
-    }

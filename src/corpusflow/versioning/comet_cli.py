@@ -48,7 +48,7 @@ def sync_command(
 ) -> None:
     """Upload offline archives, then log pending snapshot versions in order (needs
     COMET_API_KEY)."""
-    from corpusflow.versioning.comet import sync
+    from corpusflow.versioning.sync import sync
 
     with errors_as_lines():
         report = sync(_params(params), force_upload=force_upload)
@@ -64,6 +64,8 @@ def sync_command(
         )
         for a in report["artifacts_logged"]:
             typer.echo(f"  {a['sha256'][:12]} -> version {a['version']}")
+        for q in report["archives_quarantined"]:
+            typer.echo(f"  quarantined: {q['archive']}: {q['problem']}", err=True)
         for f in report["archives_failed"]:
             typer.echo(f"  failed: {f['archive']}: {f['error']}", err=True)
         if report["error"]:
@@ -75,7 +77,7 @@ def sync_command(
 @comet_app.command("status")
 def status_command(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
     """What is waiting for `corpusflow comet sync`."""
-    from corpusflow.versioning.comet import status
+    from corpusflow.versioning.sync import status
 
     info = status(_params(params))
     if as_json:
@@ -94,35 +96,31 @@ def record_command(
     snapshot: Annotated[
         str | None, typer.Option(help="snapshot file (default: snapshot.out in params)")
     ] = None,
-    dvc_md5: Annotated[str | None, typer.Option(help="the snapshot's DVC md5")] = None,
-    dvc_remote: Annotated[str | None, typer.Option(help="the DVC remote URL")] = None,
     ingest_run_id: Annotated[str | None, typer.Option(help="the ingest run that led to it")] = None,
-    new_version: Annotated[
-        bool, typer.Option("--new-version", help="log a Comet version even if unchanged")
-    ] = False,
     as_json: JsonOpt = False,
     params: ParamsOpt = None,
 ) -> None:
-    """Version a snapshot file: Comet artifact version (or pending) and the lineage ledger."""
-    from corpusflow.versioning.comet import record_snapshot_version
+    """Version a snapshot file (the step `corpusflow snapshot` ends with): ledger version,
+    Comet artifact version (or pending) and its DVC address; same bytes, same version."""
+    from pathlib import Path
+
+    from corpusflow.versioning.step import version_snapshot
 
     p = _params(params)
-    dvc = {"md5": dvc_md5, "remote": dvc_remote} if (dvc_md5 or dvc_remote) else None
+    path = Path(snapshot or p.snapshot.out)
+    if not path.is_file():
+        fail(f"snapshot not found: {path}")
     runs = {"ingest": ingest_run_id} if ingest_run_id else None
-    with errors_as_lines():
-        try:
-            out = record_snapshot_version(
-                p, snapshot or p.snapshot.out, dvc=dvc, run_ids=runs, new_version=new_version
-            )
-        except FileNotFoundError as exc:
-            fail(f"snapshot not found: {exc.filename}")
-            return
+    out = version_snapshot(p, path, run_ids=runs)
+    comet = out["comet"]
+    if "error" in comet:
+        fail(f"versioning failed: {comet['error']}")
     if as_json:
         typer.echo(json.dumps(out, sort_keys=True))
     else:
         typer.echo(
-            f"{out['ledger_version']} sha256 {out['sha256'][:12]} -> "
-            f"{out['artifact']}:{out['artifact_version']} ({out['mode']})"
+            f"{comet['ledger_version']} sha256 {comet['sha256'][:12]} -> "
+            f"{comet['artifact']}:{comet['artifact_version']} ({comet['mode']})"
         )
 
 
@@ -161,6 +159,43 @@ def lineage_command(
         _print_version(view, all_sources=bool(ref))
 
 
+PARAM_SECTIONS = ("sources", "chunking", "embedding", "milvus", "snapshot")  # what shapes data
+
+
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        return [kv for k, v in value.items() for kv in _flat(f"{prefix}.{k}", v)]
+    return [(prefix, value)]
+
+
+def _params_lines(params: dict[str, Any], width: int = 96) -> list[str]:
+    """The params values that shape the data, `section.key=value`, wrapped to `width`."""
+    lines: list[str] = []
+    for section in PARAM_SECTIONS:
+        items = _flat(section, params.get(section, {}))
+        text = "  ".join(
+            f"{k[len(section) + 1 :]}={json.dumps(v, ensure_ascii=False, separators=(',', ':'))}"
+            for k, v in items
+        )
+        head = f"  params {section}: "
+        while len(head) + len(text) > width and "  " in text[: width - len(head)]:
+            cut = text[: width - len(head)].rindex("  ")
+            lines.append(head + text[:cut])
+            head, text = " " * len(head), text[cut + 2 :]
+        lines.append(head + text)
+    return lines
+
+
+def _producer(p: dict[str, Any]) -> str:
+    who = p.get("producer") or {}
+    if who.get("kind") == "dvc":
+        exp = f", experiment {who['experiment']}" if who.get("experiment") else ""
+        return f"dvc stage {who.get('stage')}{exp}"
+    if who.get("kind") == "prefect":
+        return f"prefect flow run {who.get('flow_run_id')}"
+    return who.get("kind") or "?"
+
+
 def _short(value: str | None, n: int = 12) -> str:
     return value[:n] if value else "-"
 
@@ -175,6 +210,8 @@ def _print_version(v: dict[str, Any], all_sources: bool) -> None:
     typer.echo(
         f"  model {v['model']}  params {_short(v['params_hash'])}  code {_short(v['code_commit'])}"
     )
+    for line in _params_lines(v.get("params") or {}):
+        typer.echo(line)
     for p in v["produced_by"]:
         runs = ", ".join(
             f"{label} {p[key]}"
@@ -192,7 +229,7 @@ def _print_version(v: dict[str, Any], all_sources: bool) -> None:
         )
         if p.get("comet_version") and p["comet_version"] != "pending":
             exp += f" -> {v['comet']['artifact']}:{p['comet_version']}"
-        typer.echo(f"  produced {p['time']}: {runs or 'no run ids'}; {exp}")
+        typer.echo(f"  produced {p['time']} by {_producer(p)}: {runs or 'no run ids'}; {exp}")
     for d in v["dvc"]:
         typer.echo(f"  dvc md5 {d.get('md5') or '-'}  remote {d.get('remote') or '-'}")
     comet = v["comet"]

@@ -79,6 +79,62 @@ def remote_url_for(md5: str, where: str | Path = ".", remote: str | None = None)
     return odb.fs.unstrip_protocol(odb.oid_to_path(md5))
 
 
+def project_path(path: str | Path) -> str:
+    """`path` relative to the DVC project (git) root around it, as dvc.yaml names outputs;
+    the path as given when there is no project."""
+    start = Path(path).resolve()
+    for root in [start.parent, *start.parent.parents]:
+        if (root / ".dvc").is_dir():
+            return start.relative_to(root).as_posix()
+    return str(path)
+
+
+def _locked_md5(root: Path, rev: str, path: str) -> str | None:
+    """md5 dvc.lock at `rev` records for output `path` (None: not an output there)."""
+    import subprocess
+
+    import yaml
+
+    shown = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:dvc.lock"], capture_output=True, text=True
+    )
+    if shown.returncode != 0:
+        return None
+    for stage in (yaml.safe_load(shown.stdout) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            if out.get("path") == path:
+                return out.get("md5")
+    return None
+
+
+def explain_missing(
+    rev: str, path: str, repo: str | None = None, remote: str | None = None
+) -> str | None:
+    """Why `path` cannot be read at `rev`, when it is a DVC output whose bytes are in
+    neither the local DVC cache nor the remote (never pushed), and what to do about it.
+    None when that is not the reason (then DVC's own message stands)."""
+    from corpusflow.versioning.comet import scrub
+
+    if repo is not None and "://" in repo:
+        return None
+    start = Path(repo or ".").resolve()
+    root = next((d for d in [start, *start.parents] if (d / ".dvc").is_dir()), None)
+    if root is None:
+        return None
+    md5 = _locked_md5(root, rev, path)
+    if md5 is None:
+        return f"dvc.lock at {rev} has no output {path} (not built by `dvc repro` there)"
+    where = remote_url_for(md5, root, remote)
+    if where and "://" not in where and Path(where).exists():
+        return None  # in the remote after all: some other failure
+    return scrub(
+        f"it is a DVC output (md5 {md5}) that was never pushed: its bytes are in neither "
+        f"this clone's DVC cache nor the DVC remote ({where or 'none configured'}). "
+        f"Run `dvc push` (`make dvc-push`) in the clone that built {rev}, or rebuild it "
+        f"here with `git checkout {rev} && dvc repro`"
+    )
+
+
 def snapshot_version_info(path: str | Path, remote: str | None = None) -> dict[str, str | None]:
     """`{md5, remote_url}` of a snapshot file: the identity DVC gives these bytes and the
     address of that version in the DVC remote, for Comet to record next to the run."""
@@ -88,7 +144,9 @@ def snapshot_version_info(path: str | Path, remote: str | None = None) -> dict[s
 
 __all__ = [
     "DEFAULT_SNAPSHOT",
+    "explain_missing",
     "file_md5",
+    "project_path",
     "read_snapshot",
     "read_snapshot_bytes",
     "remote_url_for",

@@ -21,15 +21,16 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+LOG = logging.getLogger(__name__)
 DEFAULT_ARTIFACT = "milvus-query-results"
 SNAPSHOT_FILE = "snapshot.json"  # logical path of the snapshot inside the artifact version
 _VERSION = re.compile(r"^v(\d+)$")
@@ -53,6 +54,124 @@ def file_sha256(path: str | Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------
+# JSON-lines files written by appends (the ledger, the pending queue, rejects.jsonl)
+# ----------------------------------------------------------------------------------------
+_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_once(where: str, message: str) -> None:
+    """One warning line per distinct problem per process (files are read many times)."""
+    if (where, message) not in _WARNED:
+        _WARNED.add((where, message))
+        LOG.warning("%s: %s", where, message)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in order. A line that is not one JSON object
+    (torn by a killed writer, a merge marker, a stray value) is skipped with one warning
+    line naming it, so one bad line never stops the runs that read the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for no, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            warn_once(str(path), f"line {no} is not valid JSON (a torn write?): ignored")
+            continue
+        if not isinstance(value, dict):
+            warn_once(str(path), f"line {no} is not a JSON object: ignored")
+            continue
+        out.append(value)
+    return out
+
+
+def write_line(f: Any, line: str) -> None:
+    """Append one line to an open a+ file, on a line of its own even after a torn write."""
+    f.seek(0, os.SEEK_END)
+    if f.tell() > 0:  # a torn last line must not swallow this one
+        f.seek(f.tell() - 1)
+        if f.read(1) != "\n":
+            f.write("\n")
+    f.write(line + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def append_jsonl(path: str | Path, value: dict[str, Any]) -> None:
+    """Append one JSON object as a line (unlocked: for single-writer logs like rejects)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+", encoding="utf-8") as f:
+        write_line(f, json.dumps(value, sort_keys=True, ensure_ascii=False))
+
+
+def _well_formed(e: dict[str, Any], where: Path) -> bool:
+    """Events the graph can use: `produced`/`renumbered` need a sha256 and a vN version."""
+    if e.get("event") not in ("produced", "renumbered"):
+        return True
+    if isinstance(e.get("sha256"), str) and _VERSION.match(str(e.get("version", ""))):
+        return True
+    warn_once(str(where), f"a {e['event']} event without sha256/version ({e.get('time')}): ignored")
+    return False
+
+
+def _first_claims(events: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    """sha -> (time, version) of its first `produced` event."""
+    first: dict[str, tuple[str, str]] = {}
+    for e in events:
+        if e.get("event") == "produced":
+            first.setdefault(e["sha256"], (str(e.get("time") or ""), e["version"]))
+    return first
+
+
+def numbering(events: list[dict[str, Any]], where: str = "ledger") -> dict[str, str]:
+    """sha256 -> version, deterministic even for a merged ledger in which two branches
+    each appended their own `v2`: the snapshot first produced (time, then sha256) keeps
+    the number, the other is read as the next free number (one warning line), and the
+    next append makes that durable with a `renumbered` event."""
+    fixed = {e["sha256"]: e["version"] for e in events if e.get("event") == "renumbered"}
+    claims: dict[str, list[tuple[str, str]]] = {}
+    for sha, (time, version) in _first_claims(events).items():
+        if sha not in fixed:
+            claims.setdefault(version, []).append((time, sha))
+    out = dict(fixed)
+    taken = set(fixed.values())
+    losers: list[tuple[str, str, str]] = []
+    for version, who in claims.items():
+        ranked = sorted(who)
+        if version not in taken:
+            out[ranked[0][1]] = version
+            ranked = ranked[1:]
+        losers += [(time, sha, version) for time, sha in ranked]
+    top = max((int(v[1:]) for v in [*claims, *taken]), default=0)
+    for _, sha, version in sorted(losers):
+        top += 1
+        out[sha] = f"v{top}"
+        warn_once(where, f"{version} names two snapshots (merged ledger?): {sha[:12]} is v{top}")
+    return out
+
+
+def _unfixed(events: list[dict[str, Any]], numbers: dict[str, str]) -> list[tuple[str, str]]:
+    """(sha, version) read differently from what their first `produced` line says."""
+    fixed = {e["sha256"] for e in events if e.get("event") == "renumbered"}
+    return [
+        (sha, numbers[sha])
+        for sha, (_, version) in _first_claims(events).items()
+        if sha not in fixed and numbers[sha] != version
+    ]
+
+
+def _next_number(versions: dict[str, str]) -> int:
+    return max((int(v[1:]) for v in versions.values()), default=0) + 1
+
+
+# ----------------------------------------------------------------------------------------
 # the ledger file
 # ----------------------------------------------------------------------------------------
 class Ledger:
@@ -62,20 +181,9 @@ class Ledger:
         self.path = Path(path)
 
     def events(self) -> list[dict[str, Any]]:
-        """All events in file order; a torn last line (killed writer) is ignored."""
-        if not self.path.exists():
-            return []
-        out = []
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        return out
+        """All well-formed events in file order (see `read_jsonl`: torn or foreign lines
+        are skipped with a one-line warning)."""
+        return [e for e in read_jsonl(self.path) if _well_formed(e, self.path)]
 
     @contextmanager
     def _locked(self) -> Iterator[Any]:
@@ -89,14 +197,7 @@ class Ledger:
 
     @staticmethod
     def _write(f: Any, event: dict[str, Any]) -> None:
-        f.seek(0, os.SEEK_END)
-        if f.tell() > 0:  # a torn last line must not swallow this event
-            f.seek(f.tell() - 1)
-            if f.read(1) != "\n":
-                f.write("\n")
-        f.write(json.dumps(event, sort_keys=True, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+        write_line(f, json.dumps(event, sort_keys=True, ensure_ascii=False))
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
         """Append one event (a `time` is added when missing)."""
@@ -111,7 +212,11 @@ class Ledger:
         `sources` is stored only the first time a version appears: same bytes, same sources.
         """
         with self._locked() as f:
-            versions = _versions_by_sha(self.events())
+            events = self.events()
+            versions = numbering(events, str(self.path))
+            for loser, version in _unfixed(events, versions):
+                self._write(f, {"time": now(), "event": "renumbered", "sha256": loser,
+                                "version": version})  # fmt: skip
             sha = event["sha256"]
             event = {"time": now(), **event, "event": "produced"}
             if sha in versions:
@@ -119,14 +224,19 @@ class Ledger:
                 event.pop("sources", None)
                 event["new_version"] = False
             else:
-                event["version"] = f"v{len(versions) + 1}"
+                event["version"] = f"v{_next_number(versions)}"
                 event["new_version"] = True
             self._write(f, event)
         return event
 
     # --- questions -------------------------------------------------------------------
+    def upcoming_version(self) -> str:
+        """The number the next new snapshot gets (stable while the caller holds the
+        versioning lock: only the versioning step makes versions)."""
+        return f"v{_next_number(numbering(self.events(), str(self.path)))}"
+
     def version_of(self, sha256: str) -> str | None:
-        return _versions_by_sha(self.events()).get(sha256)
+        return numbering(self.events(), str(self.path)).get(sha256)
 
     def latest_produced(self) -> dict[str, Any] | None:
         produced = [e for e in self.events() if e.get("event") == "produced"]
@@ -142,15 +252,7 @@ class Ledger:
     def graph(self) -> list[dict[str, Any]]:
         """One view per snapshot version: sources, params, model, commit, producing runs,
         DVC and Comet versions, and consumers."""
-        return build_graph(self.events())
-
-
-def _versions_by_sha(events: Iterable[dict[str, Any]]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for e in events:
-        if e.get("event") == "produced" and e.get("sha256") and e.get("version"):
-            out.setdefault(e["sha256"], e["version"])
-    return out
+        return build_graph(self.events(), str(self.path))
 
 
 def _pick(views: list[dict[str, Any]], ref: str, where: str) -> dict[str, Any]:
@@ -175,52 +277,72 @@ def _pick(views: list[dict[str, Any]], ref: str, where: str) -> dict[str, Any]:
     raise LineageError(f"no snapshot matching {ref!r} in {where}")
 
 
-def build_graph(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold the event stream into one view per version (in version order)."""
-    views: dict[str, dict[str, Any]] = {}
+def build_graph(events: list[dict[str, Any]], where: str = "ledger") -> list[dict[str, Any]]:
+    """Fold the event stream into one view per version (in version order). Versions come
+    from `numbering`; sync and consume events apply to their sha256 wherever they stand
+    (a sync recorded before a rerun's `produced` line still counts)."""
+    numbers = numbering(events, where)
     by_sha: dict[str, dict[str, Any]] = {}
     for i, e in enumerate(events):
-        kind = e.get("event")
-        if kind == "produced":
-            v = views.get(e["version"])
+        if e.get("event") == "produced":
+            v = by_sha.get(e["sha256"])
             if v is None:
-                v = views[e["version"]] = _new_view(e)
-                by_sha[e["sha256"]] = v
+                v = by_sha[e["sha256"]] = _new_view(e, numbers[e["sha256"]])
             v["_last"] = i
-            v["produced_by"].append(_producer(e))
-            comet = e.get("comet") or {}
-            if comet.get("artifact"):
-                v["comet"]["artifact"] = comet["artifact"]
-            if comet.get("version") and comet["version"] != "pending":
-                _add(v["comet"]["versions"], comet["version"])
-            elif comet.get("pending_id"):
-                _add(v["comet"]["pending"], comet["pending_id"])
-            dvc = e.get("dvc") or {}
-            if dvc.get("md5") or dvc.get("remote"):
-                _add(v["dvc"], {"md5": dvc.get("md5"), "remote": dvc.get("remote")})
-        elif kind == "comet_synced" and e.get("sha256") in by_sha:
-            v = by_sha[e["sha256"]]
-            comet = e.get("comet") or {}
-            if comet.get("version"):
-                _add(v["comet"]["versions"], comet["version"])
-                v["comet"]["artifact"] = comet.get("artifact") or v["comet"]["artifact"]
-            if e.get("pending_id") in v["comet"]["pending"]:
-                v["comet"]["pending"].remove(e["pending_id"])
-            for p in v["produced_by"]:
-                if p.get("pending_id") == e.get("pending_id"):
-                    p["comet_version"] = comet.get("version")
-        elif kind == "consumed" and e.get("sha256") in by_sha:
-            by_sha[e["sha256"]]["consumers"].append(_consumer(e))
-        elif kind == "consume_synced" and e.get("sha256") in by_sha:
-            for c in by_sha[e["sha256"]]["consumers"]:
-                if c.get("pending_id") and c["pending_id"] == e.get("pending_id"):
-                    c["comet_recorded"] = True
-                    c["comet_version"] = (e.get("comet") or {}).get("version")
-    ordered = sorted(views.values(), key=lambda v: int(v["version"][1:]))
+            _apply_produced(v, e)
+    for e in events:
+        v = by_sha.get(e.get("sha256", ""))
+        if v is not None and e.get("event") in _FOLD:
+            _FOLD[e["event"]](v, e)
+    ordered = sorted(by_sha.values(), key=lambda v: int(v["version"][1:]))
     if ordered:
         latest = max(ordered, key=lambda v: v["_last"])
         latest["aliases"].append("latest")
     return ordered
+
+
+def _apply_produced(v: dict[str, Any], e: dict[str, Any]) -> None:
+    v["produced_by"].append(_producer(e))
+    comet = e.get("comet") or {}
+    if comet.get("artifact"):
+        v["comet"]["artifact"] = comet["artifact"]
+    if comet.get("version") and comet["version"] != "pending":
+        _add(v["comet"]["versions"], comet["version"])
+    elif comet.get("pending_id"):
+        _add(v["comet"]["pending"], comet["pending_id"])
+    dvc = e.get("dvc") or {}
+    if dvc.get("md5") or dvc.get("remote"):
+        _add(v["dvc"], {k: dvc[k] for k in ("md5", "remote", "path") if dvc.get(k)})
+
+
+def _apply_synced(v: dict[str, Any], e: dict[str, Any]) -> None:
+    comet = e.get("comet") or {}
+    if comet.get("version"):
+        _add(v["comet"]["versions"], comet["version"])
+        v["comet"]["artifact"] = comet.get("artifact") or v["comet"]["artifact"]
+    if e.get("pending_id") in v["comet"]["pending"]:
+        v["comet"]["pending"].remove(e["pending_id"])
+    for p in v["produced_by"]:
+        if p.get("pending_id") == e.get("pending_id"):
+            p["comet_version"] = comet.get("version")
+
+
+def _apply_consumed(v: dict[str, Any], e: dict[str, Any]) -> None:
+    v["consumers"].append(_consumer(e))
+
+
+def _apply_consume_synced(v: dict[str, Any], e: dict[str, Any]) -> None:
+    for c in v["consumers"]:
+        if c.get("pending_id") and c["pending_id"] == e.get("pending_id"):
+            c["comet_recorded"] = True
+            c["comet_version"] = (e.get("comet") or {}).get("version")
+
+
+_FOLD = {
+    "comet_synced": _apply_synced,
+    "consumed": _apply_consumed,
+    "consume_synced": _apply_consume_synced,
+}
 
 
 def _add(items: list[Any], item: Any) -> None:
@@ -228,11 +350,11 @@ def _add(items: list[Any], item: Any) -> None:
         items.append(item)
 
 
-def _new_view(e: dict[str, Any]) -> dict[str, Any]:
+def _new_view(e: dict[str, Any], version: str) -> dict[str, Any]:
     snap = e.get("snapshot") or {}
     sources = e.get("sources") or {}
     return {
-        "version": e["version"],
+        "version": version,
         "sha256": e["sha256"],
         "created": e.get("time"),
         "records": snap.get("records"),
@@ -259,6 +381,8 @@ def _producer(e: dict[str, Any]) -> dict[str, Any]:
     runs = e.get("run_ids") or {}
     return {
         "time": e.get("time"),
+        "producer": e.get("producer")
+        or {"kind": "prefect" if runs.get("prefect_flow_run") else "cli"},
         "ingest_run_id": runs.get("ingest"),
         "snapshot_run_id": runs.get("snapshot"),
         "prefect_flow_run_id": runs.get("prefect_flow_run"),
@@ -295,133 +419,7 @@ def public_view(view: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in view.items() if not k.startswith("_")}
 
 
-# ----------------------------------------------------------------------------------------
-# consuming a snapshot
-# ----------------------------------------------------------------------------------------
-@dataclass
-class UsedSnapshot:
-    """A snapshot a downstream run is using, with where its bytes came from."""
+# the consuming side lives in versioning.consume; importable from here as before
+from corpusflow.versioning.consume import UsedSnapshot, use_snapshot  # noqa: E402
 
-    path: str
-    sha256: str
-    artifact: str
-    reference: str  # what was asked for: latest, v2, 2.0.0, a sha prefix
-    version: str | None = None  # ledger version (v2) when the ledger knows the bytes
-    comet_version: str | None = None  # Comet artifact version when fetched from Comet
-    source: str = "ledger"  # "comet" (get_artifact recorded the consumption) or "ledger"
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _is_online(experiment: Any) -> bool:
-    if experiment is None:
-        return False
-    from comet_ml import OfflineExperiment
-
-    return not isinstance(experiment, OfflineExperiment) and bool(
-        getattr(experiment, "alive", False)
-    )
-
-
-def use_snapshot(
-    name: str = DEFAULT_ARTIFACT,
-    version_or_alias: str = "latest",
-    *,
-    experiment: Any = None,
-    ledger: Ledger | str | Path | None = None,
-    dest: str | Path | None = None,
-    workspace: str | None = None,
-    candidates: Iterable[str | Path] = (),
-    content_dirs: Iterable[str | Path] = (),
-) -> UsedSnapshot:
-    """Get a snapshot for a downstream run, recording the use where possible.
-
-    With a live online Comet `experiment`, the version is fetched through
-    `experiment.get_artifact(...)` — Comet records the experiment as a consumer — and
-    downloaded into `dest`; its bytes are checked against the sha256 in its metadata.
-    A ledger version (`v2`) or sha prefix is translated to its Comet version first.
-    Otherwise (offline, or no experiment) the ledger resolves the reference and the bytes
-    are taken from the first of `candidates`, `content_dirs/<sha256>.json` or the files the
-    ledger names whose sha256 matches.
-    """
-    book = ledger if isinstance(ledger, Ledger) else Ledger(ledger) if ledger else None
-    ref = version_or_alias or "latest"
-    if _is_online(experiment):
-        return _use_from_comet(name, ref, experiment, book, dest, workspace)
-    if book is None:
-        raise LineageError("offline use of a snapshot needs the lineage ledger")
-    view = book.resolve(ref)
-    return UsedSnapshot(
-        path=str(_local_bytes(view, candidates, content_dirs)),
-        sha256=view["sha256"],
-        artifact=view["comet"]["artifact"] or name,
-        reference=ref,
-        version=view["version"],
-        comet_version=(view["comet"]["versions"] or [None])[-1],
-        source="ledger",
-        metadata={"records": view["records"], "model": view["model"]},
-    )
-
-
-def _use_from_comet(
-    name: str,
-    ref: str,
-    experiment: Any,
-    book: Ledger | None,
-    dest: str | Path | None,
-    workspace: str | None,
-) -> UsedSnapshot:
-    comet_ref = ref
-    if book is not None and (_VERSION.match(ref) or _SHA.match(ref.lower())):
-        view = book.resolve(ref)
-        if not view["comet"]["versions"]:
-            raise LineageError(
-                f"snapshot {view['version']} has no Comet version yet (run `corpusflow comet sync`)"
-            )
-        comet_ref = view["comet"]["versions"][-1]
-    logged = experiment.get_artifact(name, workspace=workspace, version_or_alias=comet_ref)
-    target = Path(dest) if dest else Path("data/comet/downloads") / f"{name}-{logged.version}"
-    target.mkdir(parents=True, exist_ok=True)
-    logged.download(str(target), overwrite_strategy="OVERWRITE", sync_mode=False)
-    path = target / SNAPSHOT_FILE
-    if not path.exists():
-        raise LineageError(f"artifact {name}:{logged.version} has no {SNAPSHOT_FILE}")
-    sha = file_sha256(path)
-    metadata = dict(logged.metadata or {})
-    if metadata.get("sha256") and metadata["sha256"] != sha:
-        raise LineageError(
-            f"artifact {name}:{logged.version} bytes do not match its sha256 metadata"
-        )
-    return UsedSnapshot(
-        path=str(path),
-        sha256=sha,
-        artifact=name,
-        reference=ref,
-        version=book.version_of(sha) if book is not None else None,
-        comet_version=str(logged.version),
-        source="comet",
-        metadata=metadata,
-    )
-
-
-def _local_bytes(
-    view: dict[str, Any], candidates: Iterable[str | Path], content_dirs: Iterable[str | Path]
-) -> Path:
-    """A local file holding exactly this version's bytes."""
-    paths = [Path(c) for c in candidates]
-    paths += [Path(d) / f"{view['sha256']}.json" for d in content_dirs]
-    paths += [Path(p["snapshot_path"]) for p in view["produced_by"] if p.get("snapshot_path")]
-    seen: set[Path] = set()
-    for p in paths:
-        if p in seen or not p.is_file():
-            continue
-        seen.add(p)
-        if file_sha256(p) == view["sha256"]:
-            return p
-    raise LineageError(
-        f"snapshot {view['version']} (sha256 {view['sha256'][:12]}) is not on this machine: "
-        "restore it (`dvc checkout` at the commit that made it) or fetch it from Comet "
-        "with COMET_API_KEY set"
-    )
+__all__ = ["DEFAULT_ARTIFACT", "Ledger", "LineageError", "UsedSnapshot", "use_snapshot"]

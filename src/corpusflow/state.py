@@ -488,9 +488,10 @@ class Inputs:
     """Follows the input files of one run through the pipeline.
 
     Sources call `skip(path, type)` before reading each file; an unchanged one is answered
-    with `Unchanged` and not read. The documents the Screener yields next belong to that
-    file. Once every document of a file is loaded, and the file gave no reject and no
-    duplicate, its fingerprint is recorded, so the next run skips it.
+    with `Unchanged` and not read. A document belongs to the input its origin names (a file
+    read without `skip`, such as one of a Whisper format group, is never fingerprinted).
+    Once every document of a file is loaded, and the file gave no reject and no duplicate,
+    its fingerprint is recorded, so the next run skips it.
     """
 
     def __init__(self, state: StateTable, chunker: str, settings: Any, memo: Any = None):
@@ -504,7 +505,6 @@ class Inputs:
         self.pending: dict[str, int] = {}  # input -> its documents not yet loaded
         self.ended: list[str] = []  # inputs read to the end, waiting for their documents
         self.impure: set[str] = set()  # inputs that gave a reject or duplicate this run
-        self.of_doc: dict[str, str] = {}  # source id -> input, until planned
 
     def skip(self, path: Path, source_type: str) -> list[Any] | None:
         """What to yield instead of reading `path`: [Unchanged], its memoized documents, or
@@ -527,20 +527,23 @@ class Inputs:
         return docs
 
     def document(self, doc: Any) -> None:
-        if self.parsed is not None:
+        key = self.input_of(doc)
+        if self.parsed is not None and key == self.current:
             self.parsed.append(doc)
         self.state.see([doc.source_id])
-        self.of_doc[doc.source_id] = self.current
-        if self.current:
-            self.pending[self.current] = self.pending.get(self.current, 0) + 1
+        if key:
+            self.pending[key] = self.pending.get(key, 0) + 1
 
-    def input_of(self, doc: Any) -> str:
-        """The input a document came from: the file being read when it was screened, or
-        (items not read through `skip`) what its id or origin names."""
-        found = self.of_doc.pop(doc.source_id, "")
-        if found or not doc.origin:
-            return found
-        return input_of_id(doc.source_id) or input_key(doc.origin.rsplit(" row ", 1)[0])
+    @staticmethod
+    def input_of(doc: Any) -> str:
+        """The input a document came from, as its origin names it ("PATH" or "PATH row N")."""
+        if not doc.origin:
+            return input_of_id(doc.source_id)
+        return input_key(doc.origin.rsplit(" row ", 1)[0])
+
+    @staticmethod
+    def _key(item: Any) -> str:
+        return input_key(item.source) if item.source else ""
 
     def met_unchanged(self, source_id: str) -> bool:
         return self.state.met(source_id)
@@ -548,17 +551,16 @@ class Inputs:
     def rejected(self, item: Any) -> None:
         if item.source_id:
             self.state.see([item.source_id])
-        whole = not item.locator and item.source
-        key = input_key(item.source) if whole else self.current
+        key = self._key(item)
         self.impure.add(key)
-        if whole:
+        if key and not item.locator:  # the whole input was rejected
             self.state.see_input(key)
 
     def impure_input(self, input: str) -> None:
         self.impure.add(input)
 
     def duplicate(self, item: Any) -> None:
-        self.impure.add(self.current)
+        self.impure.add(self._key(item))
 
     def loaded(self, inputs: Iterable[str]) -> None:
         for key in inputs:

@@ -16,6 +16,8 @@ Results stream out per request through `embed_batches`, so a caller can persist 
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 import random
@@ -29,12 +31,14 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from corpusflow.config import Embedding, Env
 from corpusflow.embedding.base import EmbeddingError
 from corpusflow.embedding.tokens import TokenCounter, counter_for_model
+from corpusflow.embedding.vectors import unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +509,9 @@ class OpenAIEmbedder:
                         batch.tokens,
                         attempt,
                     )
-                    return client.embeddings.create(
+                    # raw: we parse the JSON ourselves, so `true` is not read as 1.0 and an
+                    # HTML page answered with 200 is not handed back as a string
+                    return client.embeddings.with_raw_response.create(
                         model=self.settings.model, input=inputs, **kwargs
                     )
         except openai.OpenAIError as exc:
@@ -523,41 +529,55 @@ class OpenAIEmbedder:
     def _run(
         self, client: openai.OpenAI, inputs: list[str], batch: Batch, stop: threading.Event
     ) -> list[list[float]]:
-        response = self._request(client, inputs, batch, stop)
-        vectors = self._vectors(response, batch, len(inputs))
-        usage = getattr(response, "usage", None)
-        tokens = getattr(usage, "total_tokens", None) or batch.tokens
+        body = self._json(self._request(client, inputs, batch, stop), batch)
+        vectors = self._vectors(body, batch, len(inputs))
+        usage = body.get("usage")
+        tokens = (usage.get("total_tokens") if isinstance(usage, dict) else None) or batch.tokens
         with self._lock:
-            self.tokens_used += tokens
+            self.tokens_used += tokens if isinstance(tokens, int) else batch.tokens
             self.inputs_embedded += len(inputs)
         return vectors
 
-    def _vectors(self, response: Any, batch: Batch, count: int) -> list[list[float]]:
-        """Check the response against the request and return unit float32 vectors in order."""
-        import numpy as np
-
-        data = sorted(response.data or [], key=lambda d: d.index)
-        if [d.index for d in data] != list(range(count)):
+    def _json(self, raw: Any, batch: Batch) -> dict[str, Any]:
+        """The response body as a JSON object, or one line saying what came instead."""
+        http = raw.http_response
+        kind = http.headers.get("content-type", "no content type").split(";")[0]
+        try:
+            body = json.loads(http.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
             raise EmbeddingError(
-                f"embedding {batch.describe()}: the server returned {len(data)} vectors "
+                f"embedding {batch.describe()} at {_safe_url(self.base_url)}: the server "
+                f"answered HTTP {http.status_code} with {kind}, not a JSON embeddings list "
+                "(is the base URL the API's /v1 address, not a web page or proxy?)"
+            )
+        return body
+
+    def _vectors(self, body: dict[str, Any], batch: Batch, count: int) -> list[list[float]]:
+        """Check the response against the request and return unit float32 vectors in order."""
+        data = body.get("data")
+        items = data if isinstance(data, list) and all(isinstance(d, dict) for d in data) else []
+        by_index = {d.get("index"): d.get("embedding") for d in items}
+        indexes_ok = all(type(i) is int for i in by_index) and set(by_index) == set(range(count))
+        if len(items) != count or not indexes_ok:
+            raise EmbeddingError(
+                f"embedding {batch.describe()}: the server returned {len(items)} vectors "
                 f"for {count} inputs"
             )
-        try:
-            arr = np.asarray([d.embedding for d in data], dtype=np.float64)
-        except (ValueError, TypeError):
-            raise EmbeddingError(
-                f"embedding {batch.describe()}: vectors of unequal length or not numbers"
-            ) from None
-        dim = arr.shape[1] if arr.ndim == 2 else 0
+        rows = [_decode(by_index[i]) for i in range(count)]
         with self._lock:
             expected = self._expected_dim or self._dimension
-            if expected is None:
-                self._dimension = expected = dim
-        if dim != expected or not np.isfinite(arr).all():
-            raise EmbeddingError(
-                f"embedding {batch.describe()}: got {dim}-dimensional vectors from "
-                f"{self.model_id!r}, expected {expected} finite values"
-            )
-        norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return (arr / norms).astype(np.float32).tolist()
+            if expected is None and rows and isinstance(rows[0], list):
+                self._dimension = expected = len(rows[0])
+        return unit_vectors(rows, expected, f"embedding {batch.describe()} from {self.model_id!r}")
+
+
+def _decode(embedding: Any) -> Any:
+    """A base64 embedding (servers that ignore encoding_format) as float32 values."""
+    if isinstance(embedding, str):
+        try:
+            return np.frombuffer(base64.b64decode(embedding, validate=True), "<f4").tolist()
+        except ValueError:
+            return embedding  # not numbers: unit_vectors says so
+    return embedding

@@ -28,7 +28,7 @@ from functools import cached_property, lru_cache
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from langchain_text_splitters.character import _split_text_with_regex
 
-from corpusflow.config import Chunking
+from corpusflow.config import Chunking, ConfigError
 from corpusflow.ids import chunk_id, hash_value, sha256_text
 from corpusflow.models import Chunk, Document
 
@@ -66,18 +66,24 @@ class ChunkerSpec:
 
 
 def resolve_spec(settings: Chunking, model_id: str, model_max_tokens: int | None) -> ChunkerSpec:
-    """Fill in defaults: token mode uses the model's own limit unless a smaller size is set."""
+    """Fill in defaults: token mode uses the model's own limit unless a smaller size is set.
+    A default overlap shrinks to fit a small size; an overlap the user set never does."""
     if settings.mode == "characters":
         size = settings.chunk_size or CHARACTER_DEFAULTS[0]
-        overlap = (
-            CHARACTER_DEFAULTS[1] if settings.chunk_overlap is None else settings.chunk_overlap
-        )
-        return ChunkerSpec("characters", size, min(overlap, size - 1), "")
-    if model_max_tokens is None:
+        unit, default = "characters", min(CHARACTER_DEFAULTS[1], size - 1)
+    elif model_max_tokens is None:
         raise ValueError("token chunking needs a model with a known token limit")
-    size = min(settings.chunk_size or model_max_tokens, model_max_tokens)
-    overlap = TOKEN_OVERLAP_DEFAULT if settings.chunk_overlap is None else settings.chunk_overlap
-    return ChunkerSpec("tokens", size, min(overlap, size // 2), model_id)
+    else:
+        size = min(settings.chunk_size or model_max_tokens, model_max_tokens)
+        unit, default = "tokens", min(TOKEN_OVERLAP_DEFAULT, size // 2)
+    overlap = default if settings.chunk_overlap is None else settings.chunk_overlap
+    if overlap >= size:
+        raise ConfigError(
+            f"chunking.chunk_overlap ({overlap}) must be smaller than the chunk size "
+            f"({size} {unit}{'' if settings.chunk_size else ', the default'})"
+        )
+    tokens = settings.mode == "tokens"
+    return ChunkerSpec(settings.mode, size, overlap, model_id if tokens else "")
 
 
 class Chunker:
@@ -245,8 +251,7 @@ class _OffsetSplitter(RecursiveCharacterTextSplitter):
                     if doc is not None:
                         docs.append(doc)
                     while total > self._chunk_overlap or (
-                        total + len_ + (sep_len if current else 0) > self._chunk_size
-                        and total > 0
+                        total + len_ + (sep_len if current else 0) > self._chunk_size and total > 0
                     ):
                         total -= self._length_function(current[0][1]) + (
                             sep_len if len(current) > 1 else 0

@@ -26,6 +26,7 @@ from corpusflow.store import (
     VARCHAR_FIELDS,
     MilvusStore,
     StoreError,
+    is_local_uri,
     physical_name,
 )
 
@@ -69,6 +70,11 @@ class Context:
                 uri, self.params.milvus.collection, self.env.milvus_token, self.params.milvus.index
             )
         return self._store
+
+    def lite_file_missing(self) -> bool:
+        """True when Milvus is a local Milvus Lite file that does not exist (yet)."""
+        uri = self.env.milvus_uri or self.params.milvus.uri
+        return is_local_uri(uri) and not Path(uri).exists()
 
     @property
     def cache(self) -> EmbeddingCache:
@@ -383,7 +389,9 @@ class Ingestion:
         params = ctx.params
         self.spec = ctx.chunker_spec()
         self.target = ctx.target
-        self.previous = ctx.store.alias_target()
+        # a dry run against a Milvus Lite file that does not exist yet must not create it
+        untouched = dry_run and ctx.lite_file_missing()
+        self.previous = None if untouched else ctx.store.alias_target()
         self.result = IngestResult(
             run_id=run_id or new_run_id(),
             collection=params.milvus.collection,
@@ -393,7 +401,7 @@ class Ingestion:
             dry_run=dry_run,
             rejects_file=params.ingest.rejects,
         )
-        self.exists = ctx.store.has(self.target)
+        self.exists = not untouched and ctx.store.has(self.target)
         # A collection this run created holds nothing but this run's own writes (sources are
         # unique within a run), so its stored state need not be queried per batch.
         self.created = False
@@ -472,8 +480,9 @@ class Ingestion:
     # --- end of run --------------------------------------------------------------------
     def finish(self) -> IngestResult:
         """`full` cleanup, carry other sources over after a model change, move the alias."""
-        r, store = self.result, self.ctx.store
+        r, ctx = self.result, self.ctx  # ctx.store opens Milvus: only where it is needed
         if r.cleanup == "full" and self.exists:
+            store = ctx.store
             keep = set(self.screener.seen) | self.screener.protected
             gone = [
                 row["id"]
@@ -485,7 +494,7 @@ class Ingestion:
             if self.previous is not None and r.cleanup != "full":
                 r.migrated = self._migrate(set(self.screener.seen) | self.screener.protected)
                 r.upserted += r.migrated
-            store.point_alias(self.target)
+            ctx.store.point_alias(self.target)
             r.alias_moved = True
         r.embedded, r.cache_hits = self.embed_counts.embedded, self.embed_counts.cache_hits
         usage = getattr(self.ctx.embedder, "usage", None)

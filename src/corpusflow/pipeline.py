@@ -575,20 +575,20 @@ def _require_collection(ctx: Context) -> str:
 
 def snapshot(ctx: Context, out: str | None = None, run_id: str | None = None):
     """Write every record (no vectors) plus the named queries as canonical JSON."""
-    from corpusflow.snapshot import round_score, write_snapshot
+    from corpusflow.snapshot import by_id, round_score, write_snapshot
 
     physical = _require_collection(ctx)
     snap = ctx.params.snapshot
-    records = list(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS)) if snap.include_all else []
-    queries: dict[str, list[dict[str, Any]]] = {}
+    # read lazily: the writer sorts externally, so memory does not grow with the collection
+    records = ctx.store.iter_rows(physical, SNAPSHOT_FIELDS) if snap.include_all else iter(())
+    queries: dict[str, Any] = {}
     for q in snap.queries:
         if q.query:
             vector = embed_texts(ctx, [q.query], EmbedCounts())[0]  # cached: no model load
             hits = ctx.store.search(physical, vector, q.top_k, SNAPSHOT_FIELDS, q.filter or "")
             queries[q.name] = [dict(h.record, score=round_score(h.score)) for h in hits]
         else:
-            rows = list(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS, q.filter or ""))
-            queries[q.name] = sorted(rows, key=lambda r: r["id"])
+            queries[q.name] = by_id(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS, q.filter or ""))
     header = {"collection": ctx.params.milvus.collection, "physical_collection": physical}
     manifest = {
         "created_at": datetime.now(UTC).isoformat(),

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import openai
@@ -39,6 +39,7 @@ from corpusflow.config import Embedding, Env
 from corpusflow.embedding.base import EmbeddingError
 from corpusflow.embedding.tokens import TokenCounter, counter_for_model
 from corpusflow.embedding.vectors import unit_vectors
+from corpusflow.redact import redact, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -156,15 +157,6 @@ class RateGate:
         return WINDOW_SECONDS  # unreachable while each request fits in the budget
 
 
-def _safe_url(url: str) -> str:
-    """The URL without user info, query or fragment: fit for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def _retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or date)."""
     response = getattr(exc, "response", None)
@@ -212,7 +204,7 @@ class OpenAIEmbedder:
         self.model_id = settings.model
         self.base_url = env.openai_base_url or settings.base_url or DEFAULT_BASE_URL
         if urlsplit(self.base_url).scheme not in ("http", "https"):
-            raise EmbeddingError(f"embedding base URL must be http(s): {_safe_url(self.base_url)}")
+            raise EmbeddingError(f"embedding base URL must be http(s): {safe_url(self.base_url)}")
         self._key = (env.openai_api_key or "").strip() or None
         if backoff_initial is not None:
             self.backoff_initial = backoff_initial
@@ -231,7 +223,7 @@ class OpenAIEmbedder:
         self.retry_events: list[RetryEvent] = []
 
     def __repr__(self) -> str:
-        return f"OpenAIEmbedder(model={self.model_id!r}, base_url={_safe_url(self.base_url)!r})"
+        return f"OpenAIEmbedder(model={self.model_id!r}, base_url={safe_url(self.base_url)!r})"
 
     # -- the Embedder protocol -------------------------------------------------------------
 
@@ -286,7 +278,7 @@ class OpenAIEmbedder:
             return {
                 "provider": "openai",
                 "model": self.model_id,
-                "base_url": _safe_url(self.base_url),
+                "base_url": safe_url(self.base_url),
                 "requests": self.requests,
                 "retries": len(self.retry_events),
                 "inputs": self.inputs_embedded,
@@ -419,9 +411,7 @@ class OpenAIEmbedder:
                 self._client = None
 
     def _redact(self, text: str) -> str:
-        if self._key and len(self._key) >= 4:
-            text = text.replace(self._key, "[redacted]")
-        return text
+        return redact(text, [self._key])
 
     def _reason(self, exc: BaseException) -> str:
         """A short, key-free description of a failed attempt."""
@@ -521,7 +511,7 @@ class OpenAIEmbedder:
                 hint = f" (the server asks to retry in {after:g} s: too long to wait)"
             tries = f"after {attempt} attempts" if attempt > 1 else "on the first attempt"
             raise EmbeddingError(
-                f"embedding {batch.describe()} at {_safe_url(self.base_url)} failed {tries}: "
+                f"embedding {batch.describe()} at {safe_url(self.base_url)} failed {tries}: "
                 f"{self._reason(exc)}{hint}"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -548,7 +538,7 @@ class OpenAIEmbedder:
             body = None
         if not isinstance(body, dict):
             raise EmbeddingError(
-                f"embedding {batch.describe()} at {_safe_url(self.base_url)}: the server "
+                f"embedding {batch.describe()} at {safe_url(self.base_url)}: the server "
                 f"answered HTTP {http.status_code} with {kind}, not a JSON embeddings list "
                 "(is the base URL the API's /v1 address, not a web page or proxy?)"
             )

@@ -19,15 +19,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 import random
 import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +33,12 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from corpusflow.config import Embedding, Env
 from corpusflow.embedding.base import EmbeddingError
+from corpusflow.embedding.ratelimit import (  # noqa: F401 - _Cancelled: re-exported
+    RateGate,
+    _Cancelled,
+    _sleep_unless,
+    retry_after,
+)
 from corpusflow.embedding.tokens import TokenCounter, counter_for_model
 from corpusflow.embedding.vectors import unit_vectors
 from corpusflow.redact import redact, safe_url
@@ -57,11 +59,6 @@ PRICE_PER_MILLION_TOKENS = {  # USD, list prices
     "text-embedding-ada-002": 0.10,
 }
 RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
-WINDOW_SECONDS = 60.0
-
-
-class _Cancelled(Exception):
-    """The consumer went away: in-flight workers stop retrying."""
 
 
 @dataclass(frozen=True)
@@ -91,94 +88,6 @@ class RetryEvent:
     attempt: int
     reason: str
     delay: float
-
-
-def _sleep_unless(stop: threading.Event, seconds: float) -> None:
-    if seconds > 0 and stop.wait(seconds):
-        raise _Cancelled
-    if stop.is_set():
-        raise _Cancelled
-
-
-class RateGate:
-    """Shared by all worker threads: a pause after a 429, and an optional tokens-per-minute budget.
-
-    The budget is a sliding 60 s window rather than a refilling bucket: a bucket holding a
-    minute's worth of tokens lets up to twice the limit through in some minute, a window never
-    lets more than `tokens_per_minute` (as counted) into any 60 s span.
-    """
-
-    def __init__(
-        self,
-        tokens_per_minute: int | None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[threading.Event, float], None] = _sleep_unless,
-    ):
-        self.tokens_per_minute = tokens_per_minute
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._sent: deque[tuple[float, int]] = deque()
-        self._in_window = 0
-        self._paused_until = 0.0
-
-    def pause(self, seconds: float) -> None:
-        """Hold every request until `seconds` from now (the server asked us to back off)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-
-    def acquire(self, tokens: int, stop: threading.Event) -> None:
-        """Block until a request of `tokens` may be sent; raises _Cancelled if `stop` is set."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                delay = self._paused_until - now
-                if delay <= 0:
-                    if not self.tokens_per_minute:
-                        return
-                    delay = self._budget_delay(now, tokens)
-                    if delay <= 0:
-                        self._sent.append((now, tokens))
-                        self._in_window += tokens
-                        return
-            self._sleep(stop, delay)
-
-    def _budget_delay(self, now: float, tokens: int) -> float:
-        while self._sent and self._sent[0][0] <= now - WINDOW_SECONDS:
-            self._in_window -= self._sent.popleft()[1]
-        excess = self._in_window + tokens - (self.tokens_per_minute or 0)
-        if excess <= 0:
-            return 0.0
-        freed = 0
-        for sent_at, n in self._sent:
-            freed += n
-            if freed >= excess:
-                return sent_at + WINDOW_SECONDS - now
-        return WINDOW_SECONDS  # unreachable while each request fits in the budget
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or date)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            if name == "retry-after-ms":
-                continue
-            try:
-                seconds = parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError, IndexError, OverflowError):
-                continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    return None
 
 
 def _status(exc: BaseException) -> int | None:
@@ -436,14 +345,14 @@ class OpenAIEmbedder:
             return False
         if status == 429 and getattr(exc, "code", None) == "insufficient_quota":
             return False  # billing, not rate: waiting will not help
-        after = _retry_after(exc)
+        after = retry_after(exc)
         if after is not None and after > self.max_retry_after:
             return False
         return status in RETRY_STATUSES or status >= 500
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        after = _retry_after(exc) if exc is not None else None
+        after = retry_after(exc) if exc is not None else None
         if after is not None:
             if _status(exc) == 429:
                 self.gate.pause(after)  # every worker holds, not only this one
@@ -506,7 +415,7 @@ class OpenAIEmbedder:
                     )
         except openai.OpenAIError as exc:
             hint = " (check OPENAI_API_KEY)" if _status(exc) in (401, 403) else ""
-            after = _retry_after(exc)
+            after = retry_after(exc)
             if after is not None and after > self.max_retry_after:
                 hint = f" (the server asks to retry in {after:g} s: too long to wait)"
             tries = f"after {attempt} attempts" if attempt > 1 else "on the first attempt"

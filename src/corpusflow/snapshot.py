@@ -112,7 +112,9 @@ class _SortedRuns:
 def _read_run(file: BinaryIO) -> Iterator[tuple[str, str]]:
     for raw in file:  # canonical JSON escapes newlines: one record per line
         key, _, line = raw.decode("utf-8").rstrip("\n").partition("\t")
-        yield json.loads(key), line
+        # a JSON string without escapes is the text between its quotes (every UUID)
+        plain = key.startswith('"') and "\\" not in key
+        yield (key[1:-1] if plain else json.loads(key)), line
 
 
 def write_snapshot(

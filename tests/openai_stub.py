@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 VectorFn = Callable[[list[str], int | None], list[list[float]]]
 
@@ -57,12 +57,15 @@ def default_count_tokens(text: str) -> int:
 class Fault:
     """What the server does to one request instead of (or before) answering it."""
 
-    kind: str  # "429" | "500" | "503" | "401" | "307" | "slow" | "drop"
+    kind: str  # "429" | "500" | "503" | "401" | "307" | "slow" | "drop" | "raw"
     retry_after: float | None = None  # seconds
     header: str = "ms"  # "ms": retry-after-ms, "seconds": Retry-After (fractional), "both"
     seconds: float = 0.0  # for "slow": how long to stall before answering
     code: str | None = None  # the error body's `code`
     location: str = ""  # for "307"
+    body: str = ""  # for "raw": sent as is, with `content_type` and `status`
+    content_type: str = "application/json"
+    status: int = 200
 
     @classmethod
     def rate_limited(
@@ -89,6 +92,11 @@ class Fault:
     @classmethod
     def redirect(cls, location: str) -> Fault:
         return cls("307", location=location)
+
+    @classmethod
+    def raw(cls, body: str, content_type: str = "application/json", status: int = 200) -> Fault:
+        """Answer with exactly these bytes (an HTML page, hand-written JSON)."""
+        return cls("raw", body=body, content_type=content_type, status=status)
 
 
 @dataclass
@@ -414,7 +422,7 @@ def _error(
     return JSONResponse(body, status_code=status, **kw)
 
 
-def _fault_response(fault: Fault, auth: str) -> JSONResponse:
+def _fault_response(fault: Fault, auth: str) -> Response:
     headers: dict[str, str] = {}
     if fault.retry_after is not None:
         if fault.header in ("ms", "both"):
@@ -424,6 +432,8 @@ def _fault_response(fault: Fault, auth: str) -> JSONResponse:
     if fault.kind == "429":
         message = "Rate limit reached for requests. Please try again later."
         return _error(429, message, "requests", fault.code, headers=headers)
+    if fault.kind == "raw":
+        return Response(fault.body, status_code=fault.status, media_type=fault.content_type)
     if fault.kind == "307":
         return JSONResponse({}, status_code=307, headers={"location": fault.location})
     if fault.kind == "401":

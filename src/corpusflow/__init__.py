@@ -20,4 +20,8 @@ OFFLINE_ENV = {
 for _key, _value in OFFLINE_ENV.items():
     _os.environ.setdefault(_key, _value)
 
+from corpusflow.redact import install_log_redaction as _install_log_redaction  # noqa: E402
+
+_install_log_redaction()  # every log line of the process, whichever library logs it
+
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ from functools import cached_property, lru_cache
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from langchain_text_splitters.character import _split_text_with_regex
 
-from corpusflow.config import Chunking
+from corpusflow.config import Chunking, ConfigError
 from corpusflow.ids import chunk_id, hash_value, sha256_text
 from corpusflow.models import Chunk, Document
 
@@ -66,18 +66,24 @@ class ChunkerSpec:
 
 
 def resolve_spec(settings: Chunking, model_id: str, model_max_tokens: int | None) -> ChunkerSpec:
-    """Fill in defaults: token mode uses the model's own limit unless a smaller size is set."""
+    """Fill in defaults: token mode uses the model's own limit unless a smaller size is set.
+    A default overlap shrinks to fit a small size; an overlap the user set never does."""
     if settings.mode == "characters":
         size = settings.chunk_size or CHARACTER_DEFAULTS[0]
-        overlap = (
-            CHARACTER_DEFAULTS[1] if settings.chunk_overlap is None else settings.chunk_overlap
-        )
-        return ChunkerSpec("characters", size, min(overlap, size - 1), "")
-    if model_max_tokens is None:
+        unit, default = "characters", min(CHARACTER_DEFAULTS[1], size - 1)
+    elif model_max_tokens is None:
         raise ValueError("token chunking needs a model with a known token limit")
-    size = min(settings.chunk_size or model_max_tokens, model_max_tokens)
-    overlap = TOKEN_OVERLAP_DEFAULT if settings.chunk_overlap is None else settings.chunk_overlap
-    return ChunkerSpec("tokens", size, min(overlap, size // 2), model_id)
+    else:
+        size = min(settings.chunk_size or model_max_tokens, model_max_tokens)
+        unit, default = "tokens", min(TOKEN_OVERLAP_DEFAULT, size // 2)
+    overlap = default if settings.chunk_overlap is None else settings.chunk_overlap
+    if overlap >= size:
+        raise ConfigError(
+            f"chunking.chunk_overlap ({overlap}) must be smaller than the chunk size "
+            f"({size} {unit}{'' if settings.chunk_size else ', the default'})"
+        )
+    tokens = settings.mode == "tokens"
+    return ChunkerSpec(settings.mode, size, overlap, model_id if tokens else "")
 
 
 class Chunker:
@@ -100,17 +106,46 @@ class Chunker:
         self._splitter = _OffsetSplitter(
             chunk_size=spec.chunk_size, chunk_overlap=spec.chunk_overlap, length_function=count
         )
-        # For pathological text only (e.g. one 70,000-byte "word" the tokenizer counts as a
-        # single [UNK]): a chunk over the VARCHAR byte limit is split again, never cut, into
-        # parts within both limits. Lengths in integer units of 1/max_text_bytes token.
-        size, limit = spec.chunk_size, max_text_bytes
+        self._count = count
+        self._splitters: dict[int, _OffsetSplitter] = {}
 
-        def within_both(text: str) -> int:
-            return max(count(text) * limit, len(text.encode("utf-8")) * size)
-
-        self._byte_splitter = _OffsetSplitter(
-            chunk_size=size * limit, chunk_overlap=0, length_function=within_both
+    def _fits(self, text: str) -> bool:
+        return (
+            self._count(text) <= self.spec.chunk_size
+            and len(text.encode("utf-8")) <= self.max_text_bytes
         )
+
+    def _limit_splitter(self, tokens: int) -> _OffsetSplitter:
+        """A splitter whose chunks stay within `tokens` and the byte limit, as it measures
+        them (sums over pieces). Lengths in integer units of 1/max_text_bytes token."""
+        if tokens not in self._splitters:
+            limit, count = self.max_text_bytes, self._count
+
+            def within_both(text: str) -> int:
+                return max(count(text) * limit, len(text.encode("utf-8")) * tokens)
+
+            self._splitters[tokens] = _OffsetSplitter(
+                chunk_size=tokens * limit, chunk_overlap=0, length_function=within_both
+            )
+        return self._splitters[tokens]
+
+    def _fit(self, start: int, piece: str, tokens: int | None = None) -> list[tuple[int, str]]:
+        """`piece` split again, never cut, into parts within both limits as counted on each
+        part's own text. The splitter adds up its pieces' counts, but a BPE count of joined
+        text can exceed that sum (merges across the seam), and one 70,000-byte "word" can
+        count as a single [UNK]; a part still over the limit is split with a smaller size."""
+        tokens = self.spec.chunk_size if tokens is None else tokens
+        parts = self._limit_splitter(tokens).split_with_offsets(piece)
+        if tokens == 1 and parts == [(0, piece)]:
+            return [(start, piece)]  # a single character over the limit: nothing to split
+        out: list[tuple[int, str]] = []
+        for at, part in parts:
+            if self._fits(part):
+                out.append((start + at, part))
+                continue
+            over = max(self._count(part) - self.spec.chunk_size, 1)
+            out.extend(self._fit(start + at, part, max(1, min(tokens - 1, tokens - over))))
+        return out
 
     def split(self, doc: Document) -> list[Chunk]:
         offsets = doc.segment_offsets() if doc.segments else []
@@ -134,7 +169,7 @@ class Chunker:
         return chunks
 
     def _pieces(self, text: str) -> list[tuple[int, str]]:
-        """(start offset, chunk text) in document order, each within the byte limit.
+        """(start offset, chunk text) in document order, each within both limits.
 
         Ordinary text is exactly the splitter's chunks. After a chunk that had to be split
         again, the next chunk's overlap into it is dropped (its parts cover that text), so
@@ -147,11 +182,10 @@ class Chunker:
                 if not rest.strip():
                     continue
                 start, piece = start + len(piece) - len(rest.lstrip()), rest.strip()
-            if len(piece.encode("utf-8")) <= self.max_text_bytes:
+            if self._fits(piece):
                 located.append((start, piece))
                 continue
-            parts = self._byte_splitter.split_with_offsets(piece)
-            located.extend((start + at, part) for at, part in parts)
+            located.extend(self._fit(start, piece))
             covered = start + len(piece)
         return located
 

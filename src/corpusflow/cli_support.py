@@ -22,7 +22,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document o
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from corpusflow.redact import redact
+
+    typer.echo(f"error: {redact(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -13,7 +13,14 @@ from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from corpusflow.ids import hash_value, set_project_root
 
@@ -26,7 +33,8 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: YAML `true` is not the integer 1, `2.5` is not a count; unknown keys are typos
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Columns(_Section):
@@ -92,10 +100,25 @@ class Embedding(_Section):
     request_timeout: float = Field(default=60.0, gt=0)
 
 
+# Dense float vector index types of Milvus 2.x servers and Milvus Lite (BRUTE_FORCE).
+VECTOR_INDEX_TYPES = frozenset(
+    "AUTOINDEX FLAT BRUTE_FORCE IVF_FLAT IVF_SQ8 IVF_PQ IVF_RABITQ HNSW HNSW_SQ HNSW_PQ "
+    "HNSW_PRQ SCANN DISKANN GPU_CAGRA GPU_IVF_FLAT GPU_IVF_PQ GPU_BRUTE_FORCE".split()
+)
+
+
 class Index(_Section):
     type: str = "HNSW"
     params: dict[str, Any] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
     search_params: dict[str, Any] = Field(default_factory=lambda: {"ef": 64})
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value.upper() not in VECTOR_INDEX_TYPES:
+            known = ", ".join(sorted(VECTOR_INDEX_TYPES))
+            raise ValueError(f"{value!r} is not a Milvus vector index type (one of {known})")
+        return value
 
 
 class Milvus(_Section):
@@ -132,6 +155,13 @@ class Snapshot(_Section):
     out: str = "data/snapshots/snapshot.json"
     include_all: bool = True
     queries: list[SnapshotQuery] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Snapshot:
+        names = [q.name for q in self.queries]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"snapshot query names must be unique; repeated: {', '.join(dupes)}")
+        return self
 
 
 class Comet(_Section):
@@ -218,6 +248,7 @@ def load_params(path: str | Path | None = None) -> Params:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{file}: {where}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{file}: {where}: {message}") from None
     set_project_root(file.resolve().parent)  # file and CSV ids are relative to it
     return params

@@ -35,6 +35,7 @@ from corpusflow.store import (
     VARCHAR_FIELDS,
     MilvusStore,
     StoreError,
+    is_local_uri,
     physical_name,
 )
 
@@ -82,6 +83,11 @@ class Context:
                 uri, self.params.milvus.collection, self.env.milvus_token, self.params.milvus.index
             )
         return self._store
+
+    def lite_file_missing(self) -> bool:
+        """True when Milvus is a local Milvus Lite file that does not exist (yet)."""
+        uri = self.env.milvus_uri or self.params.milvus.uri
+        return is_local_uri(uri) and not Path(uri).exists()
 
     @property
     def cache(self) -> EmbeddingCache:
@@ -464,7 +470,9 @@ class Ingestion:
         params = ctx.params
         self.spec = ctx.chunker_spec()
         self.target = ctx.target
-        self.previous = ctx.store.alias_target()
+        # a dry run against a Milvus Lite file that does not exist yet must not create it
+        untouched = dry_run and ctx.lite_file_missing()
+        self.previous = None if untouched else ctx.store.alias_target()
         self.result = IngestResult(
             run_id=run_id or new_run_id(),
             collection=params.milvus.collection,
@@ -474,7 +482,7 @@ class Ingestion:
             dry_run=dry_run,
             rejects_file=params.ingest.rejects,
         )
-        self.exists = ctx.store.has(self.target)
+        self.exists = not untouched and ctx.store.has(self.target)
         if not dry_run:
             ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
             self.exists = True
@@ -588,7 +596,7 @@ class Ingestion:
     # --- end of run --------------------------------------------------------------------
     def finish(self) -> IngestResult:
         """`full` cleanup, carry other sources over after a model change, move the alias."""
-        r, store = self.result, self.ctx.store
+        r = self.result  # self.ctx.store opens Milvus: only where it is needed
         if self.inputs is not None:
             self.inputs.close()
         if self.state is not None:
@@ -599,7 +607,7 @@ class Ingestion:
         if self.previous != self.target and not self.dry_run:
             if self.previous is not None and r.cleanup != "full":
                 self._migrate()
-            store.point_alias(self.target)
+            self.ctx.store.point_alias(self.target)
             r.alias_moved = True
         if self.state is not None:
             self.state.release()
@@ -721,20 +729,20 @@ def _require_collection(ctx: Context) -> str:
 
 def snapshot(ctx: Context, out: str | None = None, run_id: str | None = None):
     """Write every record (no vectors) plus the named queries as canonical JSON."""
-    from corpusflow.snapshot import round_score, write_snapshot
+    from corpusflow.snapshot import by_id, round_score, write_snapshot
 
     physical = _require_collection(ctx)
     snap = ctx.params.snapshot
-    records = list(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS)) if snap.include_all else []
-    queries: dict[str, list[dict[str, Any]]] = {}
+    # read lazily: the writer sorts externally, so memory does not grow with the collection
+    records = ctx.store.iter_rows(physical, SNAPSHOT_FIELDS) if snap.include_all else iter(())
+    queries: dict[str, Any] = {}
     for q in snap.queries:
         if q.query:
             vector = embed_texts(ctx, [q.query], EmbedCounts())[0]  # cached: no model load
             hits = ctx.store.search(physical, vector, q.top_k, SNAPSHOT_FIELDS, q.filter or "")
             queries[q.name] = [dict(h.record, score=round_score(h.score)) for h in hits]
         else:
-            rows = list(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS, q.filter or ""))
-            queries[q.name] = sorted(rows, key=lambda r: r["id"])
+            queries[q.name] = by_id(ctx.store.iter_rows(physical, SNAPSHOT_FIELDS, q.filter or ""))
     header = {"collection": ctx.params.milvus.collection, "physical_collection": physical}
     manifest = {
         "created_at": datetime.now(UTC).isoformat(),

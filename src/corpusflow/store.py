@@ -189,11 +189,25 @@ class MilvusStore:
             except Exception:  # another writer creating it at the same moment, or a real error
                 if not _wait_for(lambda: self.client.has_collection(name)):
                     raise
-        if not created:  # another writer may be between creating the collection and its index
-            _wait_for(lambda: bool(self.client.list_indexes(name)))
+        if not created and not self._has_vector_index(name):
+            # Another writer may be between creating the collection and its index; if none
+            # makes it (the one that created the collection was killed there), make it here.
+            if not _wait_for(lambda: self._has_vector_index(name)):
+                self._create_vector_index(name)
         # not loaded here: writes need no load, and loading builds the vector index in memory
         # (seconds and hundreds of MB at 30k rows); reads load on first use
         return created
+
+    def _has_vector_index(self, name: str) -> bool:
+        return bool(self.client.list_indexes(name, field_name=VECTOR_FIELD))
+
+    def _create_vector_index(self, name: str) -> None:
+        """The vector index a killed run did not get to create (a racing writer may)."""
+        try:
+            self.client.create_index(name, self._index_params())
+        except Exception:
+            if not _wait_for(lambda: self._has_vector_index(name)):
+                raise
 
     def load(self, name: str) -> None:
         if name not in self._loaded:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from corpusflow.config import LOCAL_MODEL_ID, Embedding
 from corpusflow.embedding.base import EmbeddingError
+from corpusflow.embedding.vectors import unit_vectors
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] count against the model's input limit
 
@@ -92,4 +93,5 @@ class LocalEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return vectors.astype("float32").tolist()
+        # already unit length: checked, not rescaled, so the model's own bits are kept
+        return unit_vectors(vectors, self.dimension, f"model {self.model_id}", normalize=False)

@@ -16,25 +16,32 @@ Results stream out per request through `embed_batches`, so a caller can persist 
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
-import math
 import random
 import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+import numpy as np
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from corpusflow.config import Embedding, Env
 from corpusflow.embedding.base import EmbeddingError
+from corpusflow.embedding.ratelimit import (  # noqa: F401 - _Cancelled: re-exported
+    RateGate,
+    _Cancelled,
+    _sleep_unless,
+    retry_after,
+)
 from corpusflow.embedding.tokens import TokenCounter, counter_for_model
+from corpusflow.embedding.vectors import unit_vectors
+from corpusflow.redact import redact, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +59,6 @@ PRICE_PER_MILLION_TOKENS = {  # USD, list prices
     "text-embedding-ada-002": 0.10,
 }
 RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
-WINDOW_SECONDS = 60.0
-
-
-class _Cancelled(Exception):
-    """The consumer went away: in-flight workers stop retrying."""
 
 
 @dataclass(frozen=True)
@@ -88,103 +90,6 @@ class RetryEvent:
     delay: float
 
 
-def _sleep_unless(stop: threading.Event, seconds: float) -> None:
-    if seconds > 0 and stop.wait(seconds):
-        raise _Cancelled
-    if stop.is_set():
-        raise _Cancelled
-
-
-class RateGate:
-    """Shared by all worker threads: a pause after a 429, and an optional tokens-per-minute budget.
-
-    The budget is a sliding 60 s window rather than a refilling bucket: a bucket holding a
-    minute's worth of tokens lets up to twice the limit through in some minute, a window never
-    lets more than `tokens_per_minute` (as counted) into any 60 s span.
-    """
-
-    def __init__(
-        self,
-        tokens_per_minute: int | None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[threading.Event, float], None] = _sleep_unless,
-    ):
-        self.tokens_per_minute = tokens_per_minute
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._sent: deque[tuple[float, int]] = deque()
-        self._in_window = 0
-        self._paused_until = 0.0
-
-    def pause(self, seconds: float) -> None:
-        """Hold every request until `seconds` from now (the server asked us to back off)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-
-    def acquire(self, tokens: int, stop: threading.Event) -> None:
-        """Block until a request of `tokens` may be sent; raises _Cancelled if `stop` is set."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                delay = self._paused_until - now
-                if delay <= 0:
-                    if not self.tokens_per_minute:
-                        return
-                    delay = self._budget_delay(now, tokens)
-                    if delay <= 0:
-                        self._sent.append((now, tokens))
-                        self._in_window += tokens
-                        return
-            self._sleep(stop, delay)
-
-    def _budget_delay(self, now: float, tokens: int) -> float:
-        while self._sent and self._sent[0][0] <= now - WINDOW_SECONDS:
-            self._in_window -= self._sent.popleft()[1]
-        excess = self._in_window + tokens - (self.tokens_per_minute or 0)
-        if excess <= 0:
-            return 0.0
-        freed = 0
-        for sent_at, n in self._sent:
-            freed += n
-            if freed >= excess:
-                return sent_at + WINDOW_SECONDS - now
-        return WINDOW_SECONDS  # unreachable while each request fits in the budget
-
-
-def _safe_url(url: str) -> str:
-    """The URL without user info, query or fragment: fit for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (retry-after-ms, Retry-After seconds or date)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            if name == "retry-after-ms":
-                continue
-            try:
-                seconds = parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError, IndexError, OverflowError):
-                continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    return None
-
-
 def _status(exc: BaseException) -> int | None:
     return exc.status_code if isinstance(exc, openai.APIStatusError) else None
 
@@ -208,7 +113,7 @@ class OpenAIEmbedder:
         self.model_id = settings.model
         self.base_url = env.openai_base_url or settings.base_url or DEFAULT_BASE_URL
         if urlsplit(self.base_url).scheme not in ("http", "https"):
-            raise EmbeddingError(f"embedding base URL must be http(s): {_safe_url(self.base_url)}")
+            raise EmbeddingError(f"embedding base URL must be http(s): {safe_url(self.base_url)}")
         self._key = (env.openai_api_key or "").strip() or None
         if backoff_initial is not None:
             self.backoff_initial = backoff_initial
@@ -227,7 +132,7 @@ class OpenAIEmbedder:
         self.retry_events: list[RetryEvent] = []
 
     def __repr__(self) -> str:
-        return f"OpenAIEmbedder(model={self.model_id!r}, base_url={_safe_url(self.base_url)!r})"
+        return f"OpenAIEmbedder(model={self.model_id!r}, base_url={safe_url(self.base_url)!r})"
 
     # -- the Embedder protocol -------------------------------------------------------------
 
@@ -282,7 +187,7 @@ class OpenAIEmbedder:
             return {
                 "provider": "openai",
                 "model": self.model_id,
-                "base_url": _safe_url(self.base_url),
+                "base_url": safe_url(self.base_url),
                 "requests": self.requests,
                 "retries": len(self.retry_events),
                 "inputs": self.inputs_embedded,
@@ -415,9 +320,7 @@ class OpenAIEmbedder:
                 self._client = None
 
     def _redact(self, text: str) -> str:
-        if self._key and len(self._key) >= 4:
-            text = text.replace(self._key, "[redacted]")
-        return text
+        return redact(text, [self._key])
 
     def _reason(self, exc: BaseException) -> str:
         """A short, key-free description of a failed attempt."""
@@ -442,14 +345,14 @@ class OpenAIEmbedder:
             return False
         if status == 429 and getattr(exc, "code", None) == "insufficient_quota":
             return False  # billing, not rate: waiting will not help
-        after = _retry_after(exc)
+        after = retry_after(exc)
         if after is not None and after > self.max_retry_after:
             return False
         return status in RETRY_STATUSES or status >= 500
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        after = _retry_after(exc) if exc is not None else None
+        after = retry_after(exc) if exc is not None else None
         if after is not None:
             if _status(exc) == 429:
                 self.gate.pause(after)  # every worker holds, not only this one
@@ -505,17 +408,19 @@ class OpenAIEmbedder:
                         batch.tokens,
                         attempt,
                     )
-                    return client.embeddings.create(
+                    # raw: we parse the JSON ourselves, so `true` is not read as 1.0 and an
+                    # HTML page answered with 200 is not handed back as a string
+                    return client.embeddings.with_raw_response.create(
                         model=self.settings.model, input=inputs, **kwargs
                     )
         except openai.OpenAIError as exc:
             hint = " (check OPENAI_API_KEY)" if _status(exc) in (401, 403) else ""
-            after = _retry_after(exc)
+            after = retry_after(exc)
             if after is not None and after > self.max_retry_after:
                 hint = f" (the server asks to retry in {after:g} s: too long to wait)"
             tries = f"after {attempt} attempts" if attempt > 1 else "on the first attempt"
             raise EmbeddingError(
-                f"embedding {batch.describe()} at {_safe_url(self.base_url)} failed {tries}: "
+                f"embedding {batch.describe()} at {safe_url(self.base_url)} failed {tries}: "
                 f"{self._reason(exc)}{hint}"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -523,41 +428,55 @@ class OpenAIEmbedder:
     def _run(
         self, client: openai.OpenAI, inputs: list[str], batch: Batch, stop: threading.Event
     ) -> list[list[float]]:
-        response = self._request(client, inputs, batch, stop)
-        vectors = self._vectors(response, batch, len(inputs))
-        usage = getattr(response, "usage", None)
-        tokens = getattr(usage, "total_tokens", None) or batch.tokens
+        body = self._json(self._request(client, inputs, batch, stop), batch)
+        vectors = self._vectors(body, batch, len(inputs))
+        usage = body.get("usage")
+        tokens = (usage.get("total_tokens") if isinstance(usage, dict) else None) or batch.tokens
         with self._lock:
-            self.tokens_used += tokens
+            self.tokens_used += tokens if isinstance(tokens, int) else batch.tokens
             self.inputs_embedded += len(inputs)
         return vectors
 
-    def _vectors(self, response: Any, batch: Batch, count: int) -> list[list[float]]:
-        """Check the response against the request and return unit float32 vectors in order."""
-        import numpy as np
-
-        data = sorted(response.data or [], key=lambda d: d.index)
-        if [d.index for d in data] != list(range(count)):
+    def _json(self, raw: Any, batch: Batch) -> dict[str, Any]:
+        """The response body as a JSON object, or one line saying what came instead."""
+        http = raw.http_response
+        kind = http.headers.get("content-type", "no content type").split(";")[0]
+        try:
+            body = json.loads(http.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
             raise EmbeddingError(
-                f"embedding {batch.describe()}: the server returned {len(data)} vectors "
+                f"embedding {batch.describe()} at {safe_url(self.base_url)}: the server "
+                f"answered HTTP {http.status_code} with {kind}, not a JSON embeddings list "
+                "(is the base URL the API's /v1 address, not a web page or proxy?)"
+            )
+        return body
+
+    def _vectors(self, body: dict[str, Any], batch: Batch, count: int) -> list[list[float]]:
+        """Check the response against the request and return unit float32 vectors in order."""
+        data = body.get("data")
+        items = data if isinstance(data, list) and all(isinstance(d, dict) for d in data) else []
+        by_index = {d.get("index"): d.get("embedding") for d in items}
+        indexes_ok = all(type(i) is int for i in by_index) and set(by_index) == set(range(count))
+        if len(items) != count or not indexes_ok:
+            raise EmbeddingError(
+                f"embedding {batch.describe()}: the server returned {len(items)} vectors "
                 f"for {count} inputs"
             )
-        try:
-            arr = np.asarray([d.embedding for d in data], dtype=np.float64)
-        except (ValueError, TypeError):
-            raise EmbeddingError(
-                f"embedding {batch.describe()}: vectors of unequal length or not numbers"
-            ) from None
-        dim = arr.shape[1] if arr.ndim == 2 else 0
+        rows = [_decode(by_index[i]) for i in range(count)]
         with self._lock:
             expected = self._expected_dim or self._dimension
-            if expected is None:
-                self._dimension = expected = dim
-        if dim != expected or not np.isfinite(arr).all():
-            raise EmbeddingError(
-                f"embedding {batch.describe()}: got {dim}-dimensional vectors from "
-                f"{self.model_id!r}, expected {expected} finite values"
-            )
-        norms = np.linalg.norm(arr, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return (arr / norms).astype(np.float32).tolist()
+            if expected is None and rows and isinstance(rows[0], list):
+                self._dimension = expected = len(rows[0])
+        return unit_vectors(rows, expected, f"embedding {batch.describe()} from {self.model_id!r}")
+
+
+def _decode(embedding: Any) -> Any:
+    """A base64 embedding (servers that ignore encoding_format) as float32 values."""
+    if isinstance(embedding, str):
+        try:
+            return np.frombuffer(base64.b64decode(embedding, validate=True), "<f4").tolist()
+        except ValueError:
+            return embedding  # not numbers: unit_vectors says so
+    return embedding

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from corpusflow.redact import REDACTED, redact
 from corpusflow.versioning.lineage import SNAPSHOT_FILE, Ledger
 from corpusflow.versioning.queue import PendingQueue, publish_archive, staging_dir
 
@@ -65,20 +66,10 @@ EXPERIMENT_KWARGS: dict[str, Any] = {
     "display_summary_level": 0,
 }
 
-SECRET_ENV = (
-    "COMET_API_KEY",
-    "OPENAI_API_KEY",
-    "MILVUS_TOKEN",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "HF_TOKEN",
-)
 _SECRET_KEY = re.compile(
     r"(^|[_.-])(api_?key|access_?key|secret(_?key)?|token|password|passwd|credentials?|auth)$",
     re.IGNORECASE,
 )
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
-REDACTED = "***"
 HTML_BARS = 50  # sources drawn in the chunks-per-source chart
 UPLOAD_MAX_BYTES = 64 << 20  # snapshots up to this size are uploaded beside the DVC reference
 DVC_REMOTE_ASSET = "dvc-remote/snapshot.json"  # logical path of the remote (DVC) reference
@@ -161,14 +152,9 @@ class CometSettings:
 # ----------------------------------------------------------------------------------------
 # small helpers: scrubbing, provenance
 # ----------------------------------------------------------------------------------------
-def _secret_values() -> list[str]:
-    return [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 6]
-
-
 def scrub(value: Any, secrets: list[str] | None = None) -> Any:
     """`value` with anything that looks like a secret replaced: keys named like one, the
-    values of secret environment variables, and user:password@ in URLs."""
-    secrets = _secret_values() if secrets is None else secrets
+    values of secret environment variables (corpusflow.redact), and user:password@ in URLs."""
     if isinstance(value, dict):
         return {
             k: REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else scrub(v, secrets)
@@ -177,9 +163,7 @@ def scrub(value: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(value, list | tuple):
         return [scrub(v, secrets) for v in value]
     if isinstance(value, str):
-        for s in secrets:
-            value = value.replace(s, REDACTED)
-        return _URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", value)
+        return redact(value, secrets or ())
     return value
 
 

@@ -1,0 +1,99 @@
+"""The one check every vector passes before it is stored or cached.
+
+A vector is usable when it has the collection's dimension, every component is a real number
+(a JSON `true` is not one, though Python would count it as 1), every component is finite as
+float32 (what Milvus and the cache keep: 1e308 becomes inf there), and its norm is not zero
+(cosine similarity of a zero vector is undefined; Milvus would store it and every search
+would rank it arbitrarily). Providers call `unit_vectors` on what a model or endpoint gave;
+the cache calls `blob_problem` on every entry it reads back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from corpusflow.embedding.base import EmbeddingError
+
+FLOAT32_BYTES = 4
+
+
+class VectorError(EmbeddingError):
+    """A model or endpoint gave vectors that must not be stored."""
+
+
+def _numbers_only(rows: Sequence[Any]) -> bool:
+    """True when every row is a list/tuple of int/float (never bool) values."""
+    for row in rows:
+        if not isinstance(row, list | tuple):
+            return False
+        if not {type(x) for x in row} <= {float, int}:
+            return False
+    return True
+
+
+def _problem(arr: np.ndarray, dimension: int | None) -> tuple[int, str] | None:
+    """(row, what is wrong) for the first unusable row of a 2-D float32 array, else None."""
+    if arr.ndim != 2 or (dimension is not None and arr.shape[1] != dimension):
+        got = arr.shape[1] if arr.ndim == 2 else "ragged"
+        return 0, f"got {got}-dimensional vectors, expected {dimension}"
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        return int(
+            np.argmin(finite)
+        ), "got values not finite as float32 (NaN, inf or beyond ±3.4e38)"
+    norms = np.linalg.norm(arr.astype(np.float64), axis=1)
+    if not (norms > 0).all():
+        return int(np.argmin(norms > 0)), "got an all-zero vector (or one below float32 precision)"
+    return None
+
+
+def unit_vectors(
+    rows: Any, dimension: int | None, source: str, normalize: bool = True
+) -> list[list[float]]:
+    """Validate `rows` (lists of numbers or a float array) and return them as float32
+    vectors, scaled to unit length unless `normalize` is off (a model that already does
+    it keeps its exact bits); raise VectorError naming `source` and the first bad row."""
+    arr = None
+    if isinstance(rows, np.ndarray):
+        arr = rows.astype(np.float64) if rows.dtype.kind == "f" else None
+    elif _numbers_only(rows):
+        if len({len(row) for row in rows}) > 1:
+            raise VectorError(f"{source}: vectors of unequal length")
+        arr = np.asarray(rows, dtype=np.float64)
+    if arr is None:
+        raise VectorError(f"{source}: vectors are not lists of numbers (JSON true/false, text?)")
+    if not len(arr):
+        return []
+    with np.errstate(over="ignore"):  # overflow to inf is what _problem reports
+        bad = _problem(arr.astype(np.float32), dimension)
+        out = arr.astype(np.float32)
+        if bad is None and normalize:
+            out = (arr / np.linalg.norm(arr, axis=1, keepdims=True)).astype(np.float32)
+            bad = _problem(out, dimension)
+    if bad is not None:
+        row, why = bad
+        raise VectorError(f"{source}: {why} (vector {row}); none of these was stored")
+    return out.tolist()
+
+
+def blob_problem(blob: Any, dimension: int | None) -> str | None:
+    """Why a cached float32 blob cannot be used (None when it can)."""
+    if not isinstance(blob, bytes):
+        return f"not bytes but {type(blob).__name__}"
+    if len(blob) % FLOAT32_BYTES:
+        return f"{len(blob)} bytes, not whole float32 values"
+    arr = np.frombuffer(blob, dtype="<f4").reshape(1, -1)
+    bad = _problem(arr, dimension)
+    return None if bad is None else bad[1]
+
+
+def vector_blob(vector: Sequence[float]) -> bytes:
+    """The cache's storage form: little-endian float32."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def blob_vector(blob: bytes) -> list[float]:
+    return np.frombuffer(blob, dtype="<f4").tolist()

@@ -1,0 +1,136 @@
+"""Snapshot files are written safely: never through a symlink or over a device node or FIFO
+(refused, one line), with the mode the umask allows (not 0600), and no temporary file
+outliving a killed writer. Real files, mknod (as root), kill -9, the `corpusflow` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import CLI
+from corpusflow.snapshot import SnapshotError, manifest_path, write_snapshot
+from test_faults import assert_one_line_error, wait_for
+
+TIMEOUT = 120.0
+
+
+# ------------------------------------------------------------------------------------------
+# the targets: never replaced when not a regular file; the umask's mode
+# ------------------------------------------------------------------------------------------
+def _write(path: Path) -> None:
+    write_snapshot(path, {"collection": "c"}, iter([{"id": "a"}]), {}, {})
+
+
+@pytest.mark.parametrize("which", ["snapshot", "manifest"])
+@pytest.mark.parametrize("kind", ["symlink", "device", "fifo"])
+def test_a_target_that_is_not_a_regular_file_is_refused_and_left_as_it_is(tmp_path, kind, which):
+    path = tmp_path / "snap.json"
+    target = path if which == "snapshot" else manifest_path(path)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("precious")
+    if kind == "symlink":
+        target.symlink_to(elsewhere)
+    elif kind == "device":
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # like /dev/null
+    else:
+        os.mkfifo(target)
+    before = os.lstat(target)
+    with pytest.raises(SnapshotError, match=f"{target.name} is a .*not a regular file"):
+        _write(path)
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino, after.st_rdev) == (
+        before.st_mode,
+        before.st_ino,
+        before.st_rdev,
+    )
+    assert elsewhere.read_text() == "precious"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_symlinked_snapshot_is_one_line_through_the_cli(tmp_path):
+    """End to end: `corpusflow snapshot` with snapshot.out a symlink exits 2, one line."""
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("Glaciers carve fjords slowly.")
+    (tmp_path / "params.yaml").write_text(
+        "sources: {transcripts: [corpus]}\ncomet: {mode: disabled}\n"
+    )
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [CLI, *a], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert run("ingest").returncode == 0
+    snaps = tmp_path / "data" / "snapshots"
+    snaps.mkdir(parents=True)
+    (tmp_path / "mine.json").write_text("mine")
+    (snaps / "snapshot.json").symlink_to(tmp_path / "mine.json")
+    assert_one_line_error(run("snapshot", "--no-version"), "is a symlink, not a regular file")
+    assert (tmp_path / "mine.json").read_text() == "mine"
+    assert (snaps / "snapshot.json").is_symlink()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_snapshot_and_manifest_get_the_mode_the_umask_allows(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        _write(tmp_path / "s.json")
+    finally:
+        os.umask(old)
+    for name in ("s.json", "s.manifest.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+# ------------------------------------------------------------------------------------------
+# kill -9 mid-write: the next write leaves no temporary file behind
+# ------------------------------------------------------------------------------------------
+CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from corpusflow.snapshot import write_snapshot
+
+    out, marker, run_size = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+
+    class Stuck(dict):
+        def items(self):  # json.dumps calls this for a dict subclass: hang mid-write
+            marker.touch()
+            threading.Event().wait()
+
+    def records():
+        for i in range(40):
+            yield {"id": f"{i:03d}", "text": "x"}
+        marker.touch()  # all read, runs spilled: hang before the snapshot is written
+        threading.Event().wait()
+        yield {}
+
+    if run_size < 40:
+        write_snapshot(out, {"collection": "c"}, records(), {}, {}, run_size=run_size)
+    else:
+        write_snapshot(out, {"collection": "c"}, iter([Stuck(id="a")]), {}, {})
+    """
+)
+
+
+@pytest.mark.parametrize("run_size", [1000, 8], ids=["writing-the-file", "spilling-runs"])
+def test_temporary_files_a_killed_writer_left_are_removed_by_the_next_write(tmp_path, run_size):
+    out, marker = tmp_path / "snaps" / "s.json", tmp_path / "marker"
+    _write(out)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(marker), str(run_size)])
+    try:
+        wait_for(marker.exists, proc, "the writer reaching the point of the kill")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    assert left, "the kill left no temporary file: the test would prove nothing"
+    _write(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s.json", "s.manifest.json"]
+    assert json.loads(out.read_text())["count"] == 1

@@ -35,12 +35,15 @@ LITE_CLIENT = "needs that milvus-lite server; its input paths are example names,
 NOT_RUN = {
     "make test": "the test suite itself (~8 min): not a step to repeat inside one of its tests",
     "MILVUS_URI=http://milvus.example:19530 MILVUS_TOKEN=root:Milvus corpusflow ingest": SERVER,
-    "make prefect-up": PREFECT,
-    "make prefect-run": PREFECT,
+    "prefect server start": PREFECT,
+    "prefect work-pool create local --type process": PREFECT,
+    "prefect deploy --all": PREFECT,
+    "prefect worker start --pool local": PREFECT,
+    "prefect deployment run 'ingest/local' --watch": PREFECT,
+    "prefect deployment run 'watch/local'": PREFECT,
     "prefect deployment run 'ingest/local' -p cleanup=full -p "
     "'transcripts=[\"data/raw/transcripts\"]' --watch": PREFECT,
     "prefect deployment run 'evaluate/local' -p snapshot=latest --watch": PREFECT,
-    "make prefect-down": PREFECT,
     "export MILVUS_URI=http://milvus.example.internal:19530": SERVER + "; it would also point "
     "every later command in this shell at it",
     "export MILVUS_TOKEN=corpusflow:s3cret": SERVER,
@@ -55,8 +58,6 @@ NOT_RUN = {
     ),
 }
 ADAPTED = {
-    # two commands written on one line: pasted as is, DVC would read "/" as a target
-    "dvc push / dvc pull": ["dvc push", "dvc pull"],
     # after `make run` there is one version: every snapshot above has the same bytes
     "corpusflow lineage v2 --json": ["corpusflow lineage v1 --json"],
 }

@@ -50,9 +50,8 @@ def _unpack(blob: bytes) -> object:
 class Memo:
     """Parsed documents by input fingerprint, chunk lists by (content hash, chunker)."""
 
-    def __init__(self, path: str, writable: bool = True):
+    def __init__(self, path: str):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.writable = writable
         self.db = sqlite3.connect(path, timeout=60, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -71,7 +70,7 @@ class Memo:
         return out
 
     def put_documents(self, fingerprint: str, docs: Sequence[Document]) -> None:
-        if not self.writable or len(docs) > MAX_DOCUMENTS:
+        if len(docs) > MAX_DOCUMENTS:
             return
         items = [
             [[getattr(d, f) for f in _DOC_FIELDS], [list(s) for s in d.segments]] for d in docs
@@ -91,7 +90,7 @@ class Memo:
 
     def put_chunks(self, items: Sequence[tuple[str, str, Sequence[Chunk]]]) -> None:
         """Keep (content hash, chunker digest, chunks) triples, in one transaction."""
-        if not self.writable or not items:
+        if not items:
             return
         rows = [
             (h, c, _pack([[getattr(x, f) for f in _CHUNK_FIELDS] for x in chunks]))
@@ -102,3 +101,22 @@ class Memo:
 
     def close(self) -> None:
         self.db.close()
+
+
+class _NoMemo:
+    """What a dry run uses: remembers nothing, creates no file."""
+
+    def documents(self, fingerprint: str) -> None:
+        return None
+
+    def put_documents(self, fingerprint: str, docs: Sequence[Document]) -> None:
+        pass
+
+    def chunks(self, doc_hash: str, chunker: str) -> None:
+        return None
+
+    def put_chunks(self, items: Sequence[tuple[str, str, Sequence[Chunk]]]) -> None:
+        pass
+
+
+NO_MEMO = _NoMemo()

@@ -19,7 +19,7 @@ from corpusflow.chunking import Chunker, ChunkerSpec, resolve_spec
 from corpusflow.config import Env, Params
 from corpusflow.embedding import Embedder, make_embedder
 from corpusflow.embedding.cache import EmbeddingCache
-from corpusflow.memo import Memo
+from corpusflow.memo import NO_MEMO, Memo
 from corpusflow.models import (
     Chunk,
     Document,
@@ -95,11 +95,10 @@ class Context:
             self._cache = EmbeddingCache(self.params.ingest.cache)
         return self._cache
 
-    def memo(self, writable: bool = True) -> Memo:
+    def memo(self) -> Memo:
         """Parsed documents and chunk lists kept by what they derive from (memo.py)."""
         if self._memo is None:
             self._memo = Memo(self.params.ingest.state)
-        self._memo.writable = writable
         return self._memo
 
     def state_of(self, physical: str, writable: bool = True) -> StateTable:
@@ -487,7 +486,7 @@ class Ingestion:
             ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
             self.exists = True
         self.state = ctx.state_of(self.target, writable=not dry_run) if self.exists else None
-        self.memo = ctx.memo(writable=not dry_run)
+        self.memo = ctx.memo() if not dry_run else NO_MEMO  # a dry run creates no file
         self.inputs = (
             Inputs(self.state, self.spec.digest, params.sources, self.memo) if self.state else None
         )

@@ -127,8 +127,12 @@ def lite_server(data_dir: Path) -> Iterator[None]:
         yield
     finally:
         MILVUS_URI.clear()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        proc.send_signal(signal.SIGINT)  # its Ctrl-C path closes the database
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # it may wait on idle connections: end it
+            proc.kill()
+            proc.wait()
 
 
 def measure(
@@ -202,15 +206,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/growth.json")
     args = parser.parse_args(argv)
     offline_environ()
+    partial = Path(args.out).with_suffix(".partial.json")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep(**done: Any) -> None:  # a long run keeps what it measured
+        partial.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
     with tempfile.TemporaryDirectory(prefix="corpusflow-growth-") as tmp:
         work = Path(tmp)
         small = measure(work, args.documents, args.seed, edit=False)
+        keep(n=small)
         large = measure(work, args.documents * args.scale, args.seed, edit=True)
+        keep(n=small, **{"10n": large})
         load = load_path(work, args.documents * args.scale, args.seed)
+        keep(n=small, load=load, **{"10n": large})
         client = {}
         for label, n in (("n", args.documents), ("10n", args.documents * args.scale)):
             shutil.rmtree(work / f"n{n}", ignore_errors=True)
             client[label] = measure(work, n, args.seed, edit=False, server=True)
+    partial.unlink(missing_ok=True)
     ratios = {
         "noop_10n_over_n": large["noop_s"] / small["noop_s"],
         "edit_1pct_over_cold_10n": large["edit_s"] / large["cold_s"],

@@ -1,7 +1,7 @@
 """Derived data kept by what it derives from, so a rebuild skips parsing and chunking.
 
 Two tables beside the state (`ingest.state`), shared by every collection:
-- an input file's documents, by the file's fingerprint (`state.Fingerprints`: its stat, its
+- an input file's documents, by the file's fingerprint (`inputs.Fingerprints`: its stat, its
   sidecars', and the parser code): a file read once is not parsed again while it is the same;
 - a document's chunks, by (content hash, chunker digest): the same text, cut the same way.
 

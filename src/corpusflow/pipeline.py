@@ -19,6 +19,7 @@ from corpusflow.chunking import Chunker, ChunkerSpec, resolve_spec
 from corpusflow.config import Env, Params
 from corpusflow.embedding import Embedder, make_embedder
 from corpusflow.embedding.cache import EmbeddingCache
+from corpusflow.inputs import Inputs
 from corpusflow.memo import NO_MEMO, Memo
 from corpusflow.models import (
     Chunk,
@@ -29,7 +30,7 @@ from corpusflow.models import (
     SourceType,
     Unchanged,
 )
-from corpusflow.state import MIXED, Inputs, StateTable, Stored
+from corpusflow.state import MIXED, StateTable, Stored
 from corpusflow.store import (
     SCALAR_FIELDS,
     VARCHAR_FIELDS,

@@ -173,13 +173,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out.resolve() if args.out else None  # measure() changes directory
     offline_environ()
     with tempfile.TemporaryDirectory(prefix="corpusflow-streaming-") as tmp:
         result = {"streaming": measure(Path(tmp), args.files), "machine": machine_info()}
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    if out:
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from corpusflow.models import (
     SourceType,
     Unchanged,
 )
-from corpusflow.state import MIXED, StateTable, Stored
+from corpusflow.state import MIXED, MODEL, StateTable, Stored
 from corpusflow.store import (
     SCALAR_FIELDS,
     VARCHAR_FIELDS,
@@ -487,6 +487,8 @@ class Ingestion:
             ctx.store.ensure_collection(self.target, ctx.embedder.dimension)
             self.exists = True
         self.state = ctx.state_of(self.target, writable=not dry_run) if self.exists else None
+        if self.state is not None:
+            self.state.note_model(self.result.model)
         self.memo = ctx.memo() if not dry_run else NO_MEMO  # a dry run creates no file
         self.inputs = (
             Inputs(self.state, self.spec.digest, params.sources, self.memo) if self.state else None
@@ -789,28 +791,32 @@ def search(ctx: Context, query: str, k: int = 5, filter: str = "") -> list[dict[
 
 
 def stats(ctx: Context) -> dict[str, Any]:
-    """What the collection holds: documents and chunks by source type, counted by Milvus
-    (a document is its chunk 0), and which model built it; no row is read."""
+    """What the collection holds: documents and chunks by source type, and which model built
+    it; no row is read. The local state answers when it provably matches Milvus (markers and
+    exact row count: no collection load); otherwise Milvus counts (a document is its chunk 0)."""
     from corpusflow.store import literal
 
     physical = ctx.store.alias_target()
     if physical is None:
         return {"collection": ctx.params.milvus.collection, "exists": False, "records": 0}
     store = ctx.store
-    by_type: dict[str, dict[str, int]] = {}
-    for source_type in SOURCE_TYPES:
-        of_type = f"source_type == {literal(source_type)}"
-        chunks = store.count(physical, of_type)
-        if chunks:
-            documents = store.count(physical, f"{of_type} and chunk_index == 0")
-            by_type[source_type] = {"documents": documents, "chunks": chunks}
-    records = store.count(physical)
-    models: list[str] = []
-    if records:  # every row names its model; read them all only if they differ
-        model = store.first(physical, ["model"])["model"]
-        models = [model]
-        if store.count(physical, f"model != {literal(model)}"):
-            models = sorted({r["model"] for r in store.iter_rows(physical, ["model"])})
+    table = StateTable(ctx.params.ingest.state, store, physical, writable=False)
+    try:
+        by_type = table.by_type() if table.matches() else None
+    finally:
+        table.close()
+    if by_type is None:
+        by_type = {}
+        for source_type in SOURCE_TYPES:
+            of_type = f"source_type == {literal(source_type)}"
+            chunks = store.count(physical, of_type)
+            if chunks:
+                documents = store.count(physical, f"{of_type} and chunk_index == 0")
+                by_type[source_type] = {"documents": documents, "chunks": chunks}
+    records = sum(t["chunks"] for t in by_type.values())
+    models = store.properties(physical).get(MODEL)
+    if models is None and records:  # a collection no run of this version wrote
+        models = store.first(physical, ["model"])["model"]
     return {
         "collection": ctx.params.milvus.collection,
         "exists": True,
@@ -818,7 +824,7 @@ def stats(ctx: Context) -> dict[str, Any]:
         "records": records,
         "sources": sum(t["documents"] for t in by_type.values()),
         "by_source_type": by_type,
-        "models": models,
+        "models": [models] if models else [],
     }
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 INSTANCE, EPOCH = "corpusflow.instance", "corpusflow.epoch"
+MODEL = "corpusflow.model"  # the embedding model of every row (one physical collection per model)
 STATE_VERSION = 1  # bump when the table's meaning changes: old tables are rebuilt
 _FIELDS = ["id", "source_id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index"]
 _SCHEMA = f"""
@@ -85,6 +86,7 @@ class StateTable:
         for table in ("seen", "met"):  # this run: sources met / met in unchanged inputs
             self.db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table}(source_id TEXT PRIMARY KEY)")
         self.epoch: str | None = None  # this run's epoch, once it writes
+        self.props: dict[str, str] = {}  # the collection's properties, as verify() read them
         self.rebuilt = False
 
     def _migrate_schema(self) -> None:
@@ -103,7 +105,7 @@ class StateTable:
     def verify(self) -> bool:
         """Make the table match Milvus (re-reading what is in doubt); True if it was trusted
         as it stood."""
-        props = self.store.properties(self.physical)
+        props = self.props = self.store.properties(self.physical)
         instance, epoch = props.get(INSTANCE), props.get(EPOCH, "")
         if instance is None and self.writable:
             instance, epoch = _token(), _token()
@@ -119,6 +121,33 @@ class StateTable:
         if not trusted:
             self.rebuild(instance or "", epoch)
         return trusted
+
+    def note_model(self, model: str) -> None:
+        """Record the collection's model as a property (`stats` reads it without a load)."""
+        if self.writable and self.props.get(MODEL) != model:
+            self.store.set_properties(self.physical, {MODEL: model})
+
+    def matches(self) -> bool:
+        """True when the table provably mirrors Milvus as it stands (markers equal, no batch
+        in doubt, the same row count); reads no row and changes nothing."""
+        props = self.store.properties(self.physical)
+        instance, epoch = props.get(INSTANCE), props.get(EPOCH, "")
+        local = self.db.execute(
+            "SELECT instance, epoch FROM collections WHERE coll=?", (self.coll,)
+        ).fetchone()
+        pending = self.db.execute("SELECT 1 FROM pending WHERE coll=?", (self.coll,)).fetchone()
+        if instance is None or local != (instance, epoch) or pending is not None:
+            return False
+        return self.total_chunks() == self.store.row_count(self.physical)
+
+    def by_type(self) -> dict[str, dict[str, int]]:
+        """Documents and chunks per source type, as stored."""
+        rows = self.db.execute(
+            "SELECT source_type, count(*), sum(n_chunks) FROM sources WHERE coll=?"
+            " GROUP BY source_type ORDER BY source_type",
+            (self.coll,),
+        )
+        return {t: {"documents": int(d), "chunks": int(c)} for t, d, c in rows}
 
     def _settle_pending(self) -> None:
         """Sources of a batch a killed run was writing: read their rows back from Milvus."""

@@ -2,12 +2,13 @@
 # Offline env vars come from the Makefile's exports. Results: benchmarks/results/*.json.
 # Needs only an installed venv (no reinstall: it must also run offline, under loopback-only).
 # Run it on a quiet machine: every figure is a ratio of two measurements taken in one run.
-.PHONY: bench bench-quick bench-docs bench-figures bench-growth bench-search bench-streaming
+.PHONY: bench bench-quick bench-docs bench-figures bench-growth bench-resume bench-search bench-streaming
 
 BENCH_VENV = test -x $(BIN)/python || $(MAKE) install
 
-# the seven figures, then state growth (issue 13), search latency (19), streaming latency (18)
-bench: bench-figures bench-growth bench-search bench-streaming
+# the seven figures, then state growth and resume after kill -9 (issue 13), search latency (19),
+# streaming latency (18)
+bench: bench-figures bench-growth bench-resume bench-search bench-streaming
 
 bench-figures:
 	@$(BENCH_VENV)
@@ -16,6 +17,10 @@ bench-figures:
 bench-growth:
 	@$(BENCH_VENV)
 	$(BIN)/python -m benchmarks.growth --out benchmarks/results/growth.json
+
+bench-resume:
+	@$(BENCH_VENV)
+	$(BIN)/python -m benchmarks.resume --out benchmarks/results/resume.json
 
 bench-search:
 	@$(BENCH_VENV)
@@ -30,6 +35,7 @@ bench-quick:
 	@$(BENCH_VENV)
 	$(BIN)/python -m benchmarks.run --quick --out /tmp/corpusflow-bench-quick.json
 	$(BIN)/python -m benchmarks.growth --documents 30 --scale 3 --out /tmp/corpusflow-growth-quick.json
+	$(BIN)/python -m benchmarks.resume --documents 40 --out /tmp/corpusflow-resume-quick.json
 
 # a full run that also rewrites the generated table in docs/benchmarks.md
 bench-docs:

@@ -134,6 +134,9 @@ class Ingest(_Section):
     rejects: str = "data/rejects.jsonl"
     cache: str = "data/embedding-cache.sqlite"
     state: str = "data/state.sqlite"  # what is stored where, checked against Milvus each run
+    # overlap the stages: the next batch is parsed and chunked and the previous one written
+    # while the model embeds (runner.py); false runs them one after another, same result
+    pipelined: bool = True
 
 
 class SnapshotQuery(_Section):

@@ -1,4 +1,5 @@
-"""The contracts between stages: Document, Chunk, Reject, Skipped, Unchanged.
+"""The contracts between stages: Document, Chunk, Reject, Skipped, Unchanged, and what a
+run reports: IngestResult.
 
 Sources yield Documents (or Rejects/Skipped), the chunker turns Documents into Chunks,
 the store turns Chunks plus vectors into records. Nothing here does I/O.
@@ -6,9 +7,9 @@ the store turns Chunks plus vectors into records. Nothing here does I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from corpusflow.ids import hash_value
 
@@ -129,3 +130,63 @@ class Unchanged:
 
 
 SourceItem = Document | Reject | Skipped | Unchanged
+
+
+class PipelineError(Exception):
+    """A user-facing failure of a step: one clear line, no traceback."""
+
+
+BY_TYPE_KEYS = ("inputs", "documents", "unchanged", "duplicates", "rejected", "skipped")
+
+
+@dataclass
+class IngestResult:
+    """What one ingest run did, in counts. Every field is part of the run API: the CLI prints
+    it (`--json`), the Prefect flow publishes it, the DVC stage writes it as metrics; a new
+    counter added here reaches all three without another edit.
+
+    documents: documents met (stored or unchanged); unchanged_documents: skipped as stored.
+    chunks: chunks of those documents; skipped: chunks left as stored; upserted: rows written;
+    added/updated: chunk ids new to the collection / rewritten; deleted: stale or removed chunks;
+    migrated: rows copied from the previous collection after a model switch.
+    embedded / cache_hits: texts the model embedded / found in the embedding cache.
+    rejected / duplicates: records in the rejects / duplicates file this run.
+    skipped_inputs / skipped_files: files met that are not inputs (a README among transcripts).
+    by_type: the same counts per source type (inputs, documents, unchanged, duplicates,
+    rejected, skipped).
+    """
+
+    run_id: str
+    collection: str
+    physical_collection: str
+    model: str
+    cleanup: str
+    dry_run: bool = False
+    documents: int = 0
+    unchanged_documents: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    cache_hits: int = 0
+    upserted: int = 0
+    added: int = 0
+    updated: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    migrated: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    skipped_inputs: int = 0
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    alias_moved: bool = False
+    embedding_usage: dict[str, Any] = field(default_factory=dict)
+    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejects_file: str = ""
+    duplicates_file: str = ""
+    seconds: float = 0.0
+
+    def count(self, source_type: str, key: str, n: int = 1) -> None:
+        bucket = self.by_type.setdefault(source_type, dict.fromkeys(BY_TYPE_KEYS, 0))
+        bucket[key] += n
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from corpusflow.ids import sha256_text
+from corpusflow.milvus_uri import (
+    grpc_options,
+    is_local_uri,
+    lite_key,
+    lite_open_failures,
+    lock_holder,
+    one_line,
+    uri_identity,
+)
 
 # Field name -> VARCHAR max_length (UTF-8 bytes). Text is split by the chunker to fit.
 VARCHAR_FIELDS = {
@@ -81,42 +88,6 @@ def physical_name(alias: str, model_id: str, dimension: int) -> str:
     return f"{alias}__{slug}_{dimension}"
 
 
-def is_local_uri(uri: str) -> bool:
-    return "://" not in uri
-
-
-def uri_identity(uri: str) -> str:
-    """Where a collection lives, without credentials: the Lite file's absolute path, or the
-    server's scheme://host:port/path (user and password dropped)."""
-    if is_local_uri(uri):
-        return os.path.abspath(uri)
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-# pymilvus pings every 10 s even without calls in flight (keepalive_time_ms 10000,
-# keepalive_permit_without_calls). Milvus Lite's server is grpcio with its default policy:
-# a connection with no call in flight may be pinged once per 2 hours, during a call once per
-# 5 minutes, and the third ping too soon gets GOAWAY "too_many_pings", which grpc logs as an
-# error line on stderr. Pinging a server on this machine detects nothing, so against Milvus
-# Lite (a file, or `milvus-lite server` on loopback) pings go only with a call in flight,
-# at most every 6 minutes: within the policy, and still a check on a call that never ends.
-LITE_GRPC_OPTIONS = {
-    "grpc.keepalive_time_ms": 360_000,
-    "grpc.keepalive_permit_without_calls": False,
-}
-_LOOPBACK = re.compile(r"^(?:https?|tcp|grpc)://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?/?$")
-
-
-def grpc_options(uri: str) -> dict[str, Any]:
-    """Channel options for `uri`: Milvus Lite's keepalive-compatible ones on this machine."""
-    return dict(LITE_GRPC_OPTIONS) if is_local_uri(uri) or _LOOPBACK.match(uri) else {}
-
-
 @dataclass(frozen=True)
 class Hit:
     score: float
@@ -138,7 +109,7 @@ class MilvusStore:
         if is_local_uri(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            with _lite_open_failures() as failures:
+            with lite_open_failures() as failures:
                 self.client = MilvusClient(
                     uri=uri, token=token or "", grpc_options=grpc_options(uri)
                 )
@@ -154,11 +125,11 @@ class MilvusStore:
             hint = ""  # a server refuses a wrong token as "Fail connecting"
             if isinstance(exc, MilvusException) and not is_local_uri(uri):
                 hint = " (is it up, and is MILVUS_TOKEN right?)"
-            raise StoreError(f"cannot open Milvus at {uri}: {_one_line(exc)}{hint}") from None
+            raise StoreError(f"cannot open Milvus at {uri}: {one_line(exc)}{hint}") from None
         self._loaded: set[str] = set()
         self._closed = False
         if is_local_uri(uri):
-            _LITE_USERS[_lite_key(uri)] = _LITE_USERS.get(_lite_key(uri), 0) + 1
+            _LITE_USERS[lite_key(uri)] = _LITE_USERS.get(lite_key(uri), 0) + 1
         self._null_as_nan: dict[str, bool] = {}
         self._lite: bool | None = None
 
@@ -424,7 +395,7 @@ class MilvusStore:
         except Exception:  # closing a broken connection must not hide the real error
             pass
         if is_local_uri(self.uri):
-            key = _lite_key(self.uri)
+            key = lite_key(self.uri)
             _LITE_USERS[key] -= 1
             if _LITE_USERS[key] == 0:
                 from milvus_lite.server_manager import server_manager_instance
@@ -433,10 +404,6 @@ class MilvusStore:
 
 
 _LITE_USERS: dict[str, int] = {}  # open stores per Milvus Lite file in this process
-
-
-def _lite_key(uri: str) -> str:
-    return os.path.abspath(uri)
 
 
 def _wait_for(condition, timeout: float = 10.0) -> bool:
@@ -461,57 +428,3 @@ def _none_for_nan(row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, float) and math.isnan(value):
             row[f] = None
     return row
-
-
-def lock_holder(uri: str) -> str | None:
-    """Who holds the Milvus Lite lock on `uri` ("pid 123: corpusflow ingest"), if anyone else.
-
-    Reads /proc/locks (Linux); None when the lock is free, unknown, or held by this process.
-    """
-    lock = Path(uri) / "LOCK"
-    try:
-        inode = lock.stat().st_ino
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 12345 00:2b:1234567 0 EOF"
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].split(":")[-1] == str(inode):
-            pid = int(parts[4])
-            if pid == os.getpid():
-                return None
-            try:
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                raw = ""
-            cmd = " ".join(raw.replace("\0", " ").split())
-            return f"pid {pid}" + (f": {cmd[:80]}{'…' if len(cmd) > 80 else ''}" if cmd else "")
-    return None
-
-
-@contextmanager
-def _lite_open_failures() -> Iterator[list[BaseException]]:
-    """milvus-lite logs a traceback when it cannot open a database (to stderr, through
-    logging's last resort); keep the exceptions instead, to report them in one line."""
-    logger = logging.getLogger("milvus_lite.server_manager")
-    found: list[BaseException] = []
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.exc_info and record.exc_info[1] is not None:
-                found.append(record.exc_info[1])
-
-    handler, propagate = _Keep(), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield found
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -6,6 +6,7 @@ duplicates; a changed chunk gets a new id and the old one becomes stale.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -69,18 +70,28 @@ def project_root() -> Path | None:
 def input_key(path: str | Path) -> str:
     """A file's identity however it was typed and wherever the command ran: the resolved
     path (symlinks followed), relative to the project root when inside it, else absolute."""
-    absolute = Path(os.path.abspath(path))
+    return _resolved_key(os.path.abspath(path), project_root())
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _resolved_key(absolute: str, root: Path | None) -> str:
+    """Resolving follows every component with a syscall: a run asks for the same few
+    thousand paths many times (each document names its input), so answers are kept for the
+    run (`forget_resolved_paths` at its start: a symlink may have moved since the last)."""
     try:
-        resolved = absolute.resolve()
+        resolved = Path(absolute).resolve()
     except (OSError, RuntimeError):  # a symlink loop: keep the lexical path
-        resolved = absolute
-    root = project_root()
+        resolved = Path(absolute)
     if root is not None:
         try:
             return resolved.relative_to(root).as_posix()
         except ValueError:
             pass
     return resolved.as_posix()
+
+
+def forget_resolved_paths() -> None:
+    _resolved_key.cache_clear()
 
 
 def file_source_id(path: str | Path) -> str:

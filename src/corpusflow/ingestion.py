@@ -16,6 +16,7 @@ from typing import Any
 from corpusflow.chunking import Chunker, ChunkerSpec
 from corpusflow.context import Context, new_run_id
 from corpusflow.embedding.cached import EmbedCounts, EmbedFn, Progress
+from corpusflow.ids import forget_resolved_paths
 from corpusflow.inputs import Inputs
 from corpusflow.memo import NO_MEMO
 from corpusflow.models import Chunk, Document, IngestResult, Reject, SourceItem
@@ -93,6 +94,7 @@ class Ingestion:
         run_id: str | None = None,
     ):
         self.ctx, self.dry_run, self.progress = ctx, dry_run, progress
+        forget_resolved_paths()  # inputs are resolved afresh each run
         self.started = time.monotonic()
         params = ctx.params
         self.spec = ctx.chunker_spec()

@@ -9,7 +9,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -322,3 +322,19 @@ def current_rss_kib() -> int:
 def peak_rss_kib() -> int:
     """This program's peak RSS since exec (VmHWM, KiB): unlike ru_maxrss, not inherited."""
     return _status_kib("VmHWM")
+
+
+def launch(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `cmd` in a fresh process under `benchmarks.launcher`; the command's last JSON line
+    with the launcher's figures (seconds, cpu_seconds, maxrss_kib) under "launcher"."""
+    import json
+    import subprocess
+
+    full = [sys.executable, "-m", "benchmarks.launcher", *cmd]
+    proc = subprocess.run(full, cwd=cwd, env=env or child_env(), capture_output=True, text=True)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    launcher = next((x["launcher"] for x in reversed(lines) if "launcher" in x), None)
+    report = next((x for x in reversed(lines) if "launcher" not in x), {})
+    if proc.returncode != 0 or launcher is None:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed: {proc.stderr[-2000:]}")
+    return {**report, "launcher": launcher}

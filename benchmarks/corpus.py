@@ -17,6 +17,7 @@ import csv
 import json
 import random
 import string
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,10 +229,14 @@ def _kind(rnd: random.Random) -> str:
     return "article"
 
 
-def _document(seed: int, i: int, edit: int = 0) -> tuple[str, dict[str, object]]:
+def _document(
+    seed: int, i: int, edit: int = 0, articles_only: bool = False
+) -> tuple[str, dict[str, object]]:
     """(kind, fields) of document `i`; `edit` > 0 rewrites one paragraph (a new version)."""
     rnd = _doc_rng(seed, i)
-    kind = _kind(rnd)
+    kind = _kind(rnd)  # drawn either way: the text is the same whatever the kind
+    if articles_only:
+        kind = "article"
     topic_name = rnd.choice(sorted(_TOPICS))
     topic = _TOPICS[topic_name].split()
     spoken = kind != "article"
@@ -300,13 +305,19 @@ def _article_row(i: int, f: dict[str, object]) -> list[str]:
 
 
 def generate(
-    root: str | Path, documents: int, seed: int = 0, edits: dict[int, int] | None = None
+    root: str | Path,
+    documents: int,
+    seed: int = 0,
+    edits: dict[int, int] | None = None,
+    articles_only: bool = False,
+    drop: Collection[int] = (),
 ) -> Corpus:
     """Write `documents` documents under `root` (transcripts/ and articles/), deterministically.
 
     `edits` maps document index -> edit number: those documents get one paragraph rewritten.
     Regenerating into the same root with edits rewrites every file; only edited documents
-    change their bytes.
+    change their bytes. `articles_only` makes every document a CSV article (the same text);
+    documents in `drop` are left out (deleted since an earlier generation).
     """
     root = Path(root)
     edits = edits or {}
@@ -327,7 +338,9 @@ def generate(
         rows.clear()
 
     for i in range(documents):
-        kind, fields = _document(seed, i, edits.get(i, 0))
+        if i in drop:
+            continue
+        kind, fields = _document(seed, i, edits.get(i, 0), articles_only)
         if kind == "article":
             rows.append(_article_row(i, fields))
             corpus.n_articles += 1

@@ -2,7 +2,8 @@
 # Offline env vars come from the Makefile's exports. Results: benchmarks/results/*.json.
 # Needs only an installed venv (no reinstall: it must also run offline, under loopback-only).
 # Run it on a quiet machine: every figure is a ratio of two measurements taken in one run.
-.PHONY: bench bench-quick bench-docs bench-figures bench-growth bench-resume bench-search bench-streaming
+.PHONY: bench bench-quick bench-docs bench-figures bench-growth bench-resume bench-search \
+	bench-streaming bench-peers bench-peers-quick bench-peer-venvs
 
 BENCH_VENV = test -x $(BIN)/python || $(MAKE) install
 
@@ -41,3 +42,29 @@ bench-quick:
 bench-docs:
 	@$(BENCH_VENV)
 	$(BIN)/python -m benchmarks.run --write-docs
+
+# Side by side with LangChain index() and LlamaIndex IngestionPipeline (issue 17). Each peer
+# gets its own venv under .bench-venvs/ (never the project's, never `make test`), built once:
+# torch==2.13.0 first (unpinned, pip pulls a multi-GB CUDA build), then its pins. Needs the
+# package registry the first time only.
+PEER_VENVS := .bench-venvs
+PEERS := langchain llamaindex
+PEER_STAMPS := $(foreach p,$(PEERS),$(PEER_VENVS)/$(p)/.installed-stamp)
+
+$(PEER_VENVS)/%/.installed-stamp: benchmarks/peer_runners/requirements-%.txt
+	rm -rf $(PEER_VENVS)/$*
+	$(PYTHON) -m venv $(PEER_VENVS)/$*
+	$(PEER_VENVS)/$*/bin/pip install -q torch==2.13.0
+	$(PEER_VENVS)/$*/bin/pip install -q -r $<
+	touch $@
+
+bench-peer-venvs: $(PEER_STAMPS)
+
+bench-peers: bench-peer-venvs
+	@$(BENCH_VENV)
+	$(BIN)/python -m benchmarks.peers --venvs $(PEER_VENVS) --out benchmarks/results/peers.json
+
+# 40 articles, one round: checks the harness end to end (numbers meaningless, nothing tracked)
+bench-peers-quick: bench-peer-venvs
+	@$(BENCH_VENV)
+	$(BIN)/python -m benchmarks.peers --venvs $(PEER_VENVS) --quick --out /tmp/corpusflow-peers-quick.json

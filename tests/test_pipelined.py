@@ -9,6 +9,7 @@ tests/test_reliability_loop.py run through this path too (pipelined is the defau
 
 from __future__ import annotations
 
+import contextvars
 import shutil
 import threading
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import SAMPLE
 from corpusflow import runner
 from corpusflow.ingestion import Ingestion
+from corpusflow.models import Reject
 from corpusflow.pipeline import ingest
 from corpusflow.store import MilvusStore
 
@@ -144,3 +146,30 @@ def test_the_planner_runs_ahead_of_the_loader_only_as_far_as_the_queues_allow(
     # and the one just planned
     assert max(lead) <= 2 * runner.DEPTH + 3
     assert max(lead) > 1  # it did run ahead: the stages overlapped
+
+
+RUN = contextvars.ContextVar("RUN")
+
+
+def test_callbacks_from_the_stage_threads_see_the_callers_context(tmp_path, make_ctx):
+    """A Prefect run logger (or any context-bound callback) called for a reject found while
+    planning runs in the planner's thread; it must still see the caller's run context."""
+    sources = corpus(tmp_path)
+    ctx = make_ctx(tmp_path, **settings(True))
+    seen: list[tuple[str | None, str]] = []
+    RUN.set("run-1")
+    broken = Reject(str(tmp_path / "broken.vtt"), "transcript", "no cues")
+    items = [broken, *extract_all(ctx, sources)]
+    result = ingest(
+        ctx,
+        items,
+        on_reject=lambda r: seen.append((RUN.get(None), threading.current_thread().name)),
+    )
+    assert result.rejected == 1
+    assert seen == [("run-1", "corpusflow-prepare")]
+
+
+def extract_all(ctx, sources):
+    from corpusflow.pipeline import extract
+
+    return list(extract(ctx.params, *sources))

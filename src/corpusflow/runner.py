@@ -10,6 +10,7 @@ counts and crash safety are the same (tests/test_pipelined.py).
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -47,9 +48,15 @@ class _Stages:
         self.embedded: queue.Queue[Any] = queue.Queue(DEPTH)
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        # each thread runs in a copy of the caller's context: callbacks (a Prefect run
+        # logger, a progress bar) see the run they belong to
         self.threads = [
-            threading.Thread(target=self._guard, args=(f,), name=f"corpusflow-{f.__name__[1:]}")
-            for f in (self._prepare, self._write)
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._guard, body),
+                name=f"corpusflow-{body.__name__[1:]}",
+            )
+            for body in (self._prepare, self._write)
         ]
 
     def _guard(self, body: Any) -> None:

@@ -119,3 +119,18 @@ def test_calls_running_at_once_share_the_concurrency_bound():
         assert len(stub.requests) == 4 and stub.peak_in_flight == 2
     for name, vectors in results.items():
         np.testing.assert_allclose(vectors, expected(texts_(64, name)), atol=1e-6)
+
+
+def test_exact_counts_only_when_a_limit_or_budget_needs_them():
+    texts = texts_(40)
+    with serve() as stub:
+        emb = make(stub)
+        emb.embed(texts)  # the UTF-8 bounds fit every limit: the ranks are never loaded
+        assert emb._counter is None and emb.usage()["token_counter"] == "utf8-bytes"
+        assert emb.tokens_used == sum(s.tokens for s in stub.answered())  # the server's
+        budget = make(stub, tokens_per_minute=100_000)  # the gate needs real counts
+        assert [b.counted for b in budget.plan(texts)] == [True]
+        tight = make(stub, max_batch_tokens=60)  # the bounds would split: count instead
+        batches = tight.plan(texts)
+        assert all(b.counted and b.tokens <= 60 for b in batches)
+        assert sum(b.stop - b.start for b in batches) == 40

@@ -43,7 +43,7 @@ from corpusflow.embedding.ratelimit import (  # noqa: F401 - _Cancelled: re-expo
     _sleep_unless,
     retry_after,
 )
-from corpusflow.embedding.tokens import TokenCounter, counter_for_model
+from corpusflow.embedding.tokens import ByteCounter, TokenCounter, counter_for_model
 from corpusflow.embedding.vectors import VectorError, base64_vectors, unit_vectors
 from corpusflow.redact import redact, safe_url
 
@@ -178,7 +178,8 @@ class OpenAIEmbedder:
                 "retries": len(self.retry_events),
                 "inputs": self.inputs_embedded,
                 "tokens_used": self.tokens_used,
-                "token_counter": self.token_counter.name,
+                # what counted for packing: the UTF-8 bound unless exact counts were needed
+                "token_counter": self._counter.name if self._counter else ByteCounter.name,
                 "price_per_million_tokens": self.price_per_million_tokens,
                 "estimated_cost": self.estimated_cost,
             }
@@ -201,7 +202,7 @@ class OpenAIEmbedder:
         """Check every input, then pack them into requests (see packing.py); nothing is sent.
         With a tokens-per-minute budget every input is counted: the gate needs real counts."""
         exact = self.settings.tokens_per_minute is not None
-        return plan_requests(texts, self.token_counter, self.limits(), exact=exact)
+        return plan_requests(texts, lambda: self.token_counter, self.limits(), exact=exact)
 
     # -- concurrency ----------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ work in one go; four of ~93 wait for it once, side by side, and their answers ar
 while the others are still on the wire. Below `min_inputs` a request is not split further
 (each request has its own fixed cost, and a rate limit may count requests).
 
-Why count lazily: an exact cl100k count is pure Python (~0.2 ms for a 1000-character chunk),
-and every BPE token covers at least one UTF-8 byte, so a text's byte length bounds its count.
+Why count lazily: an exact cl100k count is pure Python (~0.2 ms for a 1000-character chunk,
+and loading the ranks takes ~0.5-1 s), and every BPE token covers at least one UTF-8 byte,
+so a text's byte length bounds its count.
 When the bounds already fit the per-input and per-request limits, exact counts could not
 change the plan and are skipped; only a budget (`tokens_per_minute`) or a limit the bound
 would hit makes us count.
@@ -16,7 +17,7 @@ would hit makes us count.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from corpusflow.embedding.base import EmbeddingError
@@ -66,12 +67,17 @@ def inputs_per_request(count: int, limits: Limits) -> int:
 
 
 def plan_requests(
-    texts: Sequence[str], counter: TokenCounter, limits: Limits, *, exact: bool = False
+    texts: Sequence[str],
+    counter: Callable[[], TokenCounter],
+    limits: Limits,
+    *,
+    exact: bool = False,
 ) -> list[Batch]:
     """Check every input, then pack consecutive inputs into requests within `limits`.
 
     All inputs are checked before anything is sent, so a bad input costs no request.
-    `exact` counts every input (a token budget needs the real numbers).
+    `counter` is called only when counts are needed; `exact` always counts (a token
+    budget needs the real numbers).
     """
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text:
@@ -83,12 +89,13 @@ def plan_requests(
         batches = _pack(bounds, per_request, limits, counted=False)
         if batches is not None:
             return batches
-    counts = [counter.count(t) for t in texts]
+    tokens = counter()
+    counts = [tokens.count(t) for t in texts]
     for i, n in enumerate(counts):
         if n > limits.max_input_tokens:
-            bound = "" if counter.exact else " at most"
+            bound = "" if tokens.exact else " at most"
             raise EmbeddingError(
-                f"input {i} is too long to embed: {n} tokens{bound} by {counter.name}, "
+                f"input {i} is too long to embed: {n} tokens{bound} by {tokens.name}, "
                 f"limit {limits.max_input_tokens} per input ({texts[i][:60]!r}...); "
                 "chunk it smaller"
             )

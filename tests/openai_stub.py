@@ -5,6 +5,8 @@ without the Authorization value, which is kept only as a sha256). A queue of fau
 persistent rules) makes it answer 429 with Retry-After, 5xx, 401, answer too slowly, or drop
 the connection without a response. Vectors come from a deterministic hash (`hash_vector`) or
 from a real model (e.g. the local MiniLM), so a test can check every vector it gets back.
+They are sent as JSON floats, or as base64 float32 when the request asks for it (unless
+`floats_only`, a server that ignores `encoding_format`).
 
     with serve(max_inputs=7) as stub:   # or the `openai_stub` fixture (import
                                         # openai_stub_fixture into the test module)
@@ -21,7 +23,6 @@ import hashlib
 import json
 import random
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
@@ -140,6 +142,7 @@ class OpenAIStub:
         reverse_groups: int | None = None,
         seed: int = 0,
         send_usage: bool = True,
+        floats_only: bool = False,
     ):
         self.dim = dim
         self.vectors: VectorFn = vectors or (
@@ -152,6 +155,7 @@ class OpenAIStub:
         self.delay = delay
         self.reverse_groups = reverse_groups
         self.send_usage = send_usage
+        self.floats_only = floats_only  # answer JSON floats even when base64 is asked for
         self.requests: list[Seen] = []
         self.violations: list[str] = []
         self.completed: list[int] = []  # request numbers in the order they were answered
@@ -403,8 +407,10 @@ class OpenAIStub:
     def _body(self, seen: Seen, vectors: list[list[float]]) -> dict[str, Any]:
         data = []
         for i, vector in enumerate(vectors):
-            if seen.encoding_format == "base64":
-                packed = struct.pack(f"<{len(vector)}f", *vector)
+            if seen.encoding_format == "base64" and not self.floats_only:
+                # as float32 on the wire: 1e308 arrives as inf, as from a real server
+                with np.errstate(over="ignore"):
+                    packed = np.asarray(vector, dtype="<f4").tobytes()
                 embedding: Any = base64.b64encode(packed).decode()
             else:
                 embedding = [float(x) for x in vector]

@@ -313,7 +313,7 @@ def test_request_parameters_and_placeholder_key():
         emb.embed(["x", "y"])
         first, second = stub.requests
         assert first.inputs == ["dimension probe"] and second.inputs == ["x", "y"]
-        assert {s.encoding_format for s in stub.requests} == {"float"}
+        assert {s.encoding_format for s in stub.requests} == {"base64"}
         assert {s.dimensions for s in stub.requests} == {None}  # not sent unless set
         assert first.auth_sha256 == hashlib.sha256(b"Bearer unused").hexdigest()
 

@@ -7,6 +7,7 @@ read-only bind mount, in a private mount namespace) for the cache file's faults.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import shutil
@@ -176,6 +177,16 @@ def _raw_vectors(values: str, n: int) -> Fault:
     return Fault.raw(f'{{"object":"list","model":"m","data":[{data}]}}')
 
 
+GOOD_B64 = base64.b64encode(np.full(16, 0.25, "<f4").tobytes()).decode()
+
+
+def _base64_answer(n: int, last: str) -> Fault:
+    """`n` good base64 vectors (what we ask for), the last one replaced by `last`."""
+    rows = [GOOD_B64] * (n - 1) + [last]
+    data = [{"object": "embedding", "index": i, "embedding": r} for i, r in enumerate(rows)]
+    return Fault.raw(json.dumps({"object": "list", "model": "m", "data": data}))
+
+
 HTML = "<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>"
 BAD_ANSWERS = {
     "all zeros": (
@@ -193,6 +204,14 @@ BAD_ANSWERS = {
     "NaN literals": (
         lambda stub, n: stub.inject(_raw_vectors("[" + ",".join(["NaN"] * 16) + "]", n)),
         "not finite",
+    ),
+    "base64 truncated by a value": (
+        lambda stub, n: stub.inject(_base64_answer(n, GOOD_B64[:-8])),  # 15 of 16 floats
+        "vector 2 has 15 float32 values",
+    ),
+    "garbled base64": (
+        lambda stub, n: stub.inject(_base64_answer(n, "%%" + GOOD_B64[2:])),
+        "vector 2 is not valid base64",
     ),
     "an HTML page with 200": (
         lambda stub, n: stub.inject(Fault.raw(HTML, content_type="text/html")),

@@ -7,6 +7,7 @@ OPENAI_API_KEY, COMET_API_KEY) are read from the environment and never stored he
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from fnmatch import fnmatch
 from pathlib import Path, PurePath
@@ -82,10 +83,16 @@ class Chunking(_Section):
         return self
 
 
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 class Embedding(_Section):
     provider: Literal["local", "openai"] = "local"
     model: str = LOCAL_MODEL_ID
-    batch_size: int = Field(default=32, gt=0)
+    # local model: texts per forward pass; null = the device's default (32 on the CPU)
+    batch_size: int | None = Field(default=None, gt=0)
+    # local model: auto = CUDA when torch sees a GPU, else cpu (see embedding/device.py)
+    device: str = "auto"
     dimensions: int | None = Field(default=None, gt=0)
     # openai-compatible endpoint settings (the key comes from OPENAI_API_KEY only)
     base_url: str | None = None
@@ -98,6 +105,13 @@ class Embedding(_Section):
     max_batch_tokens: int = Field(default=300_000, gt=0)
     max_input_tokens: int = Field(default=8192, gt=0)
     request_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a device: auto, cpu, cuda, cuda:N or mps")
+        return value
 
 
 # Dense float vector index types of Milvus 2.x servers and Milvus Lite (BRUTE_FORCE).

@@ -10,6 +10,9 @@ Nothing read back is trusted: every entry passes the same check as a fresh vecto
 reported as missing, so it is embedded again, and the run says so in one line when the
 cache closes. A cache file SQLite cannot use (not a database, damaged, read-only, disk
 full, a directory) is a `CacheError`: one line naming the file and what to do.
+
+One cache may be used from several threads (a pipeline embeds in its own thread): the
+connection allows it and a lock keeps one statement at a time.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,9 +57,12 @@ class EmbeddingCache:
         self.discarded = 0  # bad entries found, deleted and re-embedded
         self._first_problem = ""
         self._db: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
         with self._sqlite("open"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
@@ -66,9 +73,10 @@ class EmbeddingCache:
 
     @contextmanager
     def _sqlite(self, doing: str) -> Iterator[None]:
-        """sqlite3 and file errors as one CacheError line naming the file."""
+        """sqlite3 and file errors as one CacheError line naming the file; one thread at a time."""
         try:
-            yield
+            with self._lock:
+                yield
         except (sqlite3.Error, OSError) as exc:
             text = str(exc).strip() or type(exc).__name__
             why = self._diagnose() or next((a for k, a in _ADVICE.items() if k in text.lower()), "")
@@ -173,6 +181,7 @@ class EmbeddingCache:
                 self._first_problem,
             )
             self.discarded = 0
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

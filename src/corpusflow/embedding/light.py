@@ -44,17 +44,19 @@ def supports(path: Path) -> bool:
 
 class BertSentenceEncoder:
     """`encode` as SentenceTransformer.encode does it: longest texts first, in batches,
-    truncated to max_seq_length, mean-pooled over real tokens, L2-normalised."""
+    truncated to max_seq_length, mean-pooled over real tokens, L2-normalised; on `device`
+    (weights and inputs placed there, vectors brought back to the CPU)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, device: str = "cpu"):
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
 
+        self.device = device
         config = json.loads((path / "config.json").read_text())
         self.heads, self.eps = config["num_attention_heads"], config["layer_norm_eps"]
         self.layers = config["num_hidden_layers"]
         max_len = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
-        self.w = load_file(str(path / "model.safetensors"))
+        self.w = load_file(str(path / "model.safetensors"), device=device)
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_len)
         self.tokenizer.enable_padding(pad_id=config.get("pad_token_id", 0), pad_token="[PAD]")
@@ -77,8 +79,9 @@ class BertSentenceEncoder:
 
         w, eps = self.w, self.eps
         enc = self.tokenizer.encode_batch(texts)
-        ids = torch.tensor([e.ids for e in enc])
-        mask = torch.tensor([e.attention_mask for e in enc])
+        on = self.device
+        ids = torch.tensor([e.ids for e in enc], device=on)
+        mask = torch.tensor([e.attention_mask for e in enc], device=on)
         n, length = ids.shape
 
         def norm(x, name):
@@ -91,7 +94,7 @@ class BertSentenceEncoder:
             return x.view(n, length, self.heads, -1).transpose(1, 2)
 
         with torch.inference_mode():
-            types = torch.tensor([e.type_ids for e in enc])
+            types = torch.tensor([e.type_ids for e in enc], device=on)
             x = (
                 w["embeddings.word_embeddings.weight"][ids]
                 + w["embeddings.token_type_embeddings.weight"][types]
@@ -113,4 +116,4 @@ class BertSentenceEncoder:
                 x = norm(y + x, f"{p}.output.LayerNorm")
             m = mask.unsqueeze(-1).to(x.dtype)
             pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            return F.normalize(pooled, p=2, dim=1).numpy()
+            return F.normalize(pooled, p=2, dim=1).cpu().numpy()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from corpusflow.config import LOCAL_MODEL_ID, Embedding
 from corpusflow.embedding.base import EmbeddingError
+from corpusflow.embedding.device import batch_size_for, resolve_device
 from corpusflow.embedding.vectors import unit_vectors
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP] count against the model's input limit
@@ -22,7 +23,7 @@ def shipped_model_path() -> Path:
 
 
 class LocalEmbedder:
-    """sentence-transformers on the CPU; the model loads on the first `embed` call only."""
+    """The model on `embedding.device` (device.py); it loads on the first `embed` call only."""
 
     def __init__(self, settings: Embedding, model_path: str | Path | None = None):
         self.settings = settings
@@ -62,6 +63,15 @@ class LocalEmbedder:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     @cached_property
+    def device(self) -> str:
+        """The torch device the model runs on (resolving it imports torch)."""
+        return resolve_device(self.settings.device)
+
+    @property
+    def batch_size(self) -> int:
+        return batch_size_for(self.device, self.settings.batch_size)
+
+    @cached_property
     def _model(self):
         """The model, loaded once: the shipped MiniLM through torch alone (embedding/light.py:
         seconds faster, the same vectors), any other through sentence-transformers."""
@@ -71,14 +81,14 @@ class LocalEmbedder:
             self.listener("loading model", 0)
         try:
             if light.supports(self.path):
-                return light.BertSentenceEncoder(self.path)
+                return light.BertSentenceEncoder(self.path, device=self.device)
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # our own progress bar reports embedding
-            return SentenceTransformer(str(self.path), device="cpu")
+            return SentenceTransformer(str(self.path), device=self.device)
         finally:
             if self.listener:
                 self.listener("model loaded", 0)
@@ -88,7 +98,7 @@ class LocalEmbedder:
             return []
         vectors = self._model.encode(
             list(texts),
-            batch_size=self.settings.batch_size,
+            batch_size=self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,

@@ -12,11 +12,15 @@ each retry is logged with the batch it concerns and the final error counts the a
 
 Results stream out per request through `embed_batches`, so a caller can persist each batch
 (EmbeddingCache) as it lands: a persistent failure loses only the batches that failed.
+
+One call is split into about `max_concurrency` requests (packing.py), so a single `embed`
+keeps the endpoint's concurrency busy; the bound holds across calls running at once. Vectors
+are asked for as base64 float32 (a quarter of the JSON's bytes, decoded by numpy without a
+float parser); a server that ignores that and answers floats is accepted as well.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -27,20 +31,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 import openai
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from corpusflow.config import Embedding, Env
 from corpusflow.embedding.base import EmbeddingError
+from corpusflow.embedding.packing import Batch, Limits, plan_requests
 from corpusflow.embedding.ratelimit import (  # noqa: F401 - _Cancelled: re-exported
     RateGate,
     _Cancelled,
     _sleep_unless,
     retry_after,
 )
-from corpusflow.embedding.tokens import TokenCounter, counter_for_model
-from corpusflow.embedding.vectors import unit_vectors
+from corpusflow.embedding.tokens import ByteCounter, TokenCounter, counter_for_model
+from corpusflow.embedding.vectors import VectorError, base64_vectors, unit_vectors
 from corpusflow.redact import redact, safe_url
 
 log = logging.getLogger(__name__)
@@ -59,25 +63,6 @@ PRICE_PER_MILLION_TOKENS = {  # USD, list prices
     "text-embedding-ada-002": 0.10,
 }
 RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One planned request: the contiguous inputs texts[start:stop] and their counted tokens."""
-
-    number: int
-    start: int
-    stop: int
-    tokens: int
-
-    @property
-    def indexes(self) -> list[int]:
-        return list(range(self.start, self.stop))
-
-    def describe(self) -> str:
-        last = self.stop - 1
-        span = f"input {self.start}" if last == self.start else f"inputs {self.start}-{last}"
-        return f"request {self.number} ({span})"
 
 
 @dataclass(frozen=True)
@@ -100,6 +85,7 @@ class OpenAIEmbedder:
     backoff_initial = 0.5  # seconds before the first retry when the server gives no Retry-After
     backoff_max = 30.0
     max_retry_after = 300.0  # a longer Retry-After (e.g. a daily quota) fails instead of hanging
+    min_request_inputs = 32  # a call is split for concurrency down to requests of this size
 
     def __init__(
         self,
@@ -125,7 +111,7 @@ class OpenAIEmbedder:
         self._counter: TokenCounter | None = None
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
-        self.gate = RateGate(settings.tokens_per_minute)
+        self.gate = RateGate(settings.tokens_per_minute, concurrency=settings.max_concurrency)
         self.requests = 0  # attempts sent, retries included
         self.tokens_used = 0
         self.inputs_embedded = 0
@@ -192,45 +178,31 @@ class OpenAIEmbedder:
                 "retries": len(self.retry_events),
                 "inputs": self.inputs_embedded,
                 "tokens_used": self.tokens_used,
-                "token_counter": self.token_counter.name,
+                # what counted for packing: the UTF-8 bound unless exact counts were needed
+                "token_counter": self._counter.name if self._counter else ByteCounter.name,
                 "price_per_million_tokens": self.price_per_million_tokens,
                 "estimated_cost": self.estimated_cost,
             }
 
     # -- batching -------------------------------------------------------------------------
 
-    def _limits(self) -> tuple[int, int, int]:
+    def limits(self) -> Limits:
+        """The request limits of params, a token budget's, and the concurrency to split for."""
         s = self.settings
         batch_tokens = min(s.max_batch_tokens, s.tokens_per_minute or s.max_batch_tokens)
-        return s.max_batch_inputs, batch_tokens, min(s.max_input_tokens, batch_tokens)
+        return Limits(
+            max_inputs=s.max_batch_inputs,
+            max_tokens=batch_tokens,
+            max_input_tokens=min(s.max_input_tokens, batch_tokens),
+            concurrency=s.max_concurrency,
+            min_inputs=self.min_request_inputs,
+        )
 
     def plan(self, texts: Sequence[str]) -> list[Batch]:
-        """Check every input, then pack consecutive inputs into requests within the limits.
-
-        All inputs are checked before anything is sent, so a bad input costs no request.
-        """
-        max_inputs, max_tokens, max_input = self._limits()
-        counter = self.token_counter
-        batches: list[Batch] = []
-        start, tokens = 0, 0
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text:
-                kind = "empty" if isinstance(text, str) else f"a {type(text).__name__}"
-                raise EmbeddingError(f"input {i} is {kind}: the embeddings API needs text")
-            n = counter.count(text)
-            if n > max_input:
-                bound = "" if counter.exact else " at most"
-                raise EmbeddingError(
-                    f"input {i} is too long to embed: {n} tokens{bound} by {counter.name}, "
-                    f"limit {max_input} per input ({text[:60]!r}...); chunk it smaller"
-                )
-            if i > start and (i - start >= max_inputs or tokens + n > max_tokens):
-                batches.append(Batch(len(batches), start, i, tokens))
-                start, tokens = i, 0
-            tokens += n
-        if len(texts) > start:
-            batches.append(Batch(len(batches), start, len(texts), tokens))
-        return batches
+        """Check every input, then pack them into requests (see packing.py); nothing is sent.
+        With a tokens-per-minute budget every input is counted: the gate needs real counts."""
+        exact = self.settings.tokens_per_minute is not None
+        return plan_requests(texts, lambda: self.token_counter, self.limits(), exact=exact)
 
     # -- concurrency ----------------------------------------------------------------------
 
@@ -390,7 +362,7 @@ class OpenAIEmbedder:
             before_sleep=before_sleep,
             reraise=True,
         )
-        kwargs: dict[str, Any] = {"encoding_format": "float"}  # else the client asks for base64
+        kwargs: dict[str, Any] = {"encoding_format": "base64"}  # decoded in _vectors
         if self.settings.dimensions is not None:
             kwargs["dimensions"] = self.settings.dimensions
         attempt = 0
@@ -410,9 +382,10 @@ class OpenAIEmbedder:
                     )
                     # raw: we parse the JSON ourselves, so `true` is not read as 1.0 and an
                     # HTML page answered with 200 is not handed back as a string
-                    return client.embeddings.with_raw_response.create(
-                        model=self.settings.model, input=inputs, **kwargs
-                    )
+                    with self.gate.in_flight(stop):
+                        return client.embeddings.with_raw_response.create(
+                            model=self.settings.model, input=inputs, **kwargs
+                        )
         except openai.OpenAIError as exc:
             hint = " (check OPENAI_API_KEY)" if _status(exc) in (401, 403) else ""
             after = retry_after(exc)
@@ -431,9 +404,12 @@ class OpenAIEmbedder:
         body = self._json(self._request(client, inputs, batch, stop), batch)
         vectors = self._vectors(body, batch, len(inputs))
         usage = body.get("usage")
-        tokens = (usage.get("total_tokens") if isinstance(usage, dict) else None) or batch.tokens
+        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+        if type(tokens) is not int or tokens <= 0:  # no usage reported: our own count
+            counter = self.token_counter
+            tokens = batch.tokens if batch.counted else sum(counter.count(t) for t in inputs)
         with self._lock:
-            self.tokens_used += tokens if isinstance(tokens, int) else batch.tokens
+            self.tokens_used += tokens
             self.inputs_embedded += len(inputs)
         return vectors
 
@@ -464,19 +440,17 @@ class OpenAIEmbedder:
                 f"embedding {batch.describe()}: the server returned {len(items)} vectors "
                 f"for {count} inputs"
             )
-        rows = [_decode(by_index[i]) for i in range(count)]
+        rows: Any = [by_index[i] for i in range(count)]
+        source = f"embedding {batch.describe()} from {self.model_id!r}"
         with self._lock:
             expected = self._expected_dim or self._dimension
-            if expected is None and rows and isinstance(rows[0], list):
-                self._dimension = expected = len(rows[0])
-        return unit_vectors(rows, expected, f"embedding {batch.describe()} from {self.model_id!r}")
-
-
-def _decode(embedding: Any) -> Any:
-    """A base64 embedding (servers that ignore encoding_format) as float32 values."""
-    if isinstance(embedding, str):
-        try:
-            return np.frombuffer(base64.b64decode(embedding, validate=True), "<f4").tolist()
-        except ValueError:
-            return embedding  # not numbers: unit_vectors says so
-    return embedding
+        encoded = [isinstance(r, str) for r in rows]
+        if all(encoded):  # what we asked for
+            rows = base64_vectors(rows, expected, source)
+        elif any(encoded):
+            raise VectorError(f"{source}: base64 and float vectors mixed; none of these was stored")
+        vectors = unit_vectors(rows, expected, source)
+        with self._lock:
+            if self._dimension is None and vectors:
+                self._dimension = len(vectors[0])
+        return vectors

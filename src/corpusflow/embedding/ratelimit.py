@@ -6,7 +6,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
 
 WINDOW_SECONDS = 60.0
@@ -24,7 +25,9 @@ def _sleep_unless(stop: threading.Event, seconds: float) -> None:
 
 
 class RateGate:
-    """Shared by all worker threads: a pause after a 429, and an optional tokens-per-minute budget.
+    """Shared by all worker threads: a pause after a 429, an optional tokens-per-minute budget,
+    and at most `concurrency` requests on the wire, across calls (two `embed` calls running
+    at once, e.g. a pipeline's, share the bound instead of doubling it).
 
     The budget is a sliding 60 s window rather than a refilling bucket: a bucket holding a
     minute's worth of tokens lets up to twice the limit through in some minute, a window never
@@ -36,8 +39,10 @@ class RateGate:
         tokens_per_minute: int | None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[threading.Event, float], None] = _sleep_unless,
+        concurrency: int | None = None,
     ):
         self.tokens_per_minute = tokens_per_minute
+        self._slots = threading.BoundedSemaphore(concurrency) if concurrency else None
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -65,6 +70,21 @@ class RateGate:
                         self._in_window += tokens
                         return
             self._sleep(stop, delay)
+
+    @contextmanager
+    def in_flight(self, stop: threading.Event) -> Iterator[None]:
+        """Hold one of the `concurrency` slots for a request; raises _Cancelled if `stop` is set."""
+        slots = self._slots
+        if slots is None:
+            yield
+            return
+        while not slots.acquire(timeout=0.05):
+            if stop.is_set():
+                raise _Cancelled
+        try:
+            yield
+        finally:
+            slots.release()
 
     def _budget_delay(self, now: float, tokens: int) -> float:
         while self._sent and self._sent[0][0] <= now - WINDOW_SECONDS:

@@ -10,6 +10,9 @@ the cache calls `blob_problem` on every entry it reads back.
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,6 +80,35 @@ def unit_vectors(
         row, why = bad
         raise VectorError(f"{source}: {why} (vector {row}); none of these was stored")
     return out.tolist()
+
+
+def base64_vectors(rows: Sequence[str], dimension: int | None, source: str) -> np.ndarray:
+    """Vectors sent as base64 little-endian float32 (`encoding_format="base64"`) as one
+    float32 array. A string that is not base64, not whole float32 values, or shorter or
+    longer than the others (than `dimension` when some have it) is a VectorError naming the
+    row: a truncated or garbled answer is never decoded into a shorter or shifted vector.
+    Rows that all have one wrong length are left to `unit_vectors` to report."""
+
+    def refuse(i: int, why: str) -> VectorError:
+        return VectorError(f"{source}: vector {i} {why}; none of these was stored")
+
+    blobs: list[bytes] = []
+    for i, row in enumerate(rows):
+        try:
+            blob = base64.b64decode(row, validate=True)
+        except (binascii.Error, ValueError):
+            raise refuse(i, "is not valid base64") from None
+        if not blob or len(blob) % FLOAT32_BYTES:
+            raise refuse(i, f"is {len(blob)} bytes of base64, not whole float32 values")
+        blobs.append(blob)
+    sizes = Counter(len(b) for b in blobs)
+    if len(sizes) > 1:
+        want = (dimension or 0) * FLOAT32_BYTES
+        width = want if want in sizes else sizes.most_common(1)[0][0]
+        i = next(i for i, b in enumerate(blobs) if len(b) != width)
+        values = f"{len(blobs[i]) // FLOAT32_BYTES} float32 values"
+        raise refuse(i, f"has {values} in base64, the others {width // FLOAT32_BYTES}")
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
 
 
 def blob_problem(blob: Any, dimension: int | None) -> str | None:

@@ -337,29 +337,12 @@ class OpenAIEmbedder:
         self, client: openai.OpenAI, inputs: list[str], batch: Batch, stop: threading.Event
     ) -> Any:
         attempts = self.settings.max_retries + 1
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            delay = state.next_action.sleep if state.next_action else 0.0
-            reason = self._reason(exc) if exc else "?"
-            event = RetryEvent(batch.number, state.attempt_number, reason, delay)
-            with self._lock:
-                self.retry_events.append(event)
-            log.warning(
-                "embedding %s: %s; retry %d of %d in %.2f s",
-                batch.describe(),
-                reason,
-                state.attempt_number,
-                attempts - 1,
-                delay,
-            )
-
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
             retry=retry_if_exception(self._retryable),
             wait=self._wait,
             sleep=lambda seconds: _sleep_unless(stop, seconds),
-            before_sleep=before_sleep,
+            before_sleep=self._on_retry(batch, attempts),
             reraise=True,
         )
         kwargs: dict[str, Any] = {"encoding_format": "base64"}  # decoded in _vectors
@@ -387,16 +370,37 @@ class OpenAIEmbedder:
                             model=self.settings.model, input=inputs, **kwargs
                         )
         except openai.OpenAIError as exc:
-            hint = " (check OPENAI_API_KEY)" if _status(exc) in (401, 403) else ""
-            after = retry_after(exc)
-            if after is not None and after > self.max_retry_after:
-                hint = f" (the server asks to retry in {after:g} s: too long to wait)"
-            tries = f"after {attempt} attempts" if attempt > 1 else "on the first attempt"
-            raise EmbeddingError(
-                f"embedding {batch.describe()} at {safe_url(self.base_url)} failed {tries}: "
-                f"{self._reason(exc)}{hint}"
-            ) from None
+            raise self._failure(exc, batch, attempt) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_retry(self, batch: Batch, attempts: int) -> Any:
+        """tenacity's before_sleep: record the retry and say why, in one warning line."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = state.next_action.sleep if state.next_action else 0.0
+            reason = self._reason(exc) if exc else "?"
+            event = RetryEvent(batch.number, state.attempt_number, reason, delay)
+            with self._lock:
+                self.retry_events.append(event)
+            log.warning(
+                "embedding %s: %s; retry %d of %d in %.2f s",
+                batch.describe(), reason, state.attempt_number, attempts - 1, delay,
+            )  # fmt: skip
+
+        return before_sleep
+
+    def _failure(self, exc: openai.OpenAIError, batch: Batch, attempt: int) -> EmbeddingError:
+        """The one line a request that failed for good ends with (no secret in it)."""
+        hint = " (check OPENAI_API_KEY)" if _status(exc) in (401, 403) else ""
+        after = retry_after(exc)
+        if after is not None and after > self.max_retry_after:
+            hint = f" (the server asks to retry in {after:g} s: too long to wait)"
+        tries = f"after {attempt} attempts" if attempt > 1 else "on the first attempt"
+        return EmbeddingError(
+            f"embedding {batch.describe()} at {safe_url(self.base_url)} failed {tries}: "
+            f"{self._reason(exc)}{hint}"
+        )
 
     def _run(
         self, client: openai.OpenAI, inputs: list[str], batch: Batch, stop: threading.Event

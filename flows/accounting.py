@@ -78,16 +78,16 @@ def _restore(run: Ingestion, before: dict[str, Any]) -> None:
 
 
 @contextmanager
-def counted_once(run: Ingestion, rejects: list[Any] | None = None) -> Iterator[None]:
-    """A failed attempt of a step leaves the run's counts (and the flow's list of rejects)
-    as they were before it, so that the task's retry does not count the same work twice."""
-    before, seen = counters(run), len(rejects) if rejects is not None else 0
+def counted_once(run: Ingestion, rejects: Any = None) -> Iterator[None]:
+    """A failed attempt of a step leaves the run's counts (and the flow's rejects, an object
+    with a list `items`) as they were before it, so that its retry does not count twice."""
+    before, seen = counters(run), len(rejects.items) if rejects is not None else 0
     try:
         yield
     except BaseException:
         _restore(run, before)
         if rejects is not None:
-            del rejects[seen:]
+            del rejects.items[seen:]
         raise
 
 

@@ -127,9 +127,9 @@ def ingest(
         "result": result.to_dict(), "batches": len(batches), "cached_batches": cached,
         "task_runner": task_runner, "versions": versions, "seconds": progress.seconds(),
         "snapshot": snap and {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
-        "rejects": [r.line() for r in rejects],
+        "rejects": [r.line() for r in rejects.items],
     }  # fmt: skip
-    artifacts.publish(result, summary, list(rejects))
+    artifacts.publish(result, summary, rejects.items)
     get_run_logger().info(artifacts.counts_line(result))
     return summary
 

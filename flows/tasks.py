@@ -78,16 +78,17 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient(_exception(state))
 
 
-class Rejects(list):
+class Rejects:
     """The run's rejects as the flow sees them (its `on_reject`): kept for the summary and
-    the artifact, each logged as a warning of the flow run."""
+    the artifact, each logged as a warning of the flow run. A plain object, not a list:
+    Prefect rebuilds collections it finds in task parameters, and this one must be shared."""
 
     def __init__(self, logger: Any = None):
-        super().__init__()
+        self.items: list[Reject] = []
         self.logger = logger
 
     def __call__(self, reject: Reject) -> None:
-        self.append(reject)
+        self.items.append(reject)
         if self.logger is not None:
             self.logger.warning(reject.line())
 
@@ -240,12 +241,12 @@ def ingest_batch(
 ) -> dict[str, Any]:
     """plan -> embed -> load for one batch. Returns what the batch added to the run's counts
     and its rejects: that small JSON is what the per-flow-run cache keeps, never vectors."""
-    before, seen = counters(run), len(rejects)
+    before, seen = counters(run), len(rejects.items)
     plan = stage("plan", run, batch, rejects=rejects)
     with progress.embedding(len(batch), len(plan.texts)) if progress else nullcontext():
         vectors = stage("embed", run, plan, rejects=rejects)
     stage("load", run, plan, vectors, rejects=rejects)
-    return {"counts": changes(before, run), "rejects": [asdict(r) for r in rejects[seen:]]}
+    return {"counts": changes(before, run), "rejects": [asdict(r) for r in rejects.items[seen:]]}
 
 
 def run_batch(
@@ -263,7 +264,7 @@ def run_batch(
     if cached:
         add(run, done["counts"])
         earlier = [Reject(**fields) for fields in done["rejects"]]
-        rejects.extend(earlier)
+        rejects.items.extend(earlier)
         if run.state is not None:  # `full` cleanup keeps what was rejected this run
             run.state.see(r.source_id for r in earlier if r.source_id)
     if progress:

@@ -4,8 +4,11 @@
                     (deployments `ingest/local` and `ingest/hourly` in prefect.yaml)
 - flows/watch.py    `watch`: streaming ingestion, an `ingest` subflow run per burst of new or
                     changed files in watched directories (deployment `watch/local`)
-- flows/tasks.py    the tasks: per batch of documents, retries, per-run caching, Dask model call
-- flows/accounting.py  a run's counts per batch (retried steps count once; cached batches count)
+- flows/tasks.py    the tasks over the public run API (`Ingestion`): per batch of documents,
+                    retries, per-run caching
+- flows/cluster.py  `task_runner="dask"`: parsing and batches on Dask workers (corpusflow.scaleout)
+- flows/accounting.py  a run's counts, from IngestResult as a whole (retried steps count once;
+                    cached batches count)
 - flows/artifacts.py   what a run shows in the UI: summary, counts and rejects tables, progress
 - flows/evaluate.py `evaluate`: retrieval evaluation of a snapshot version, recorded as its
                     consumer, with an "evaluate-summary" artifact (deployment `evaluate/local`)

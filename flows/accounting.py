@@ -1,16 +1,19 @@
-"""A run's counts per batch, for the tasks in flows/tasks.py: what a step added, so that a
-retried step does not count twice and a batch taken from a retried flow run's cache still
-counts; and the cache key that scopes those batches to their flow run.
+"""A run's counts per step and per batch, taken from the run as a whole (`IngestResult.to_dict()`
+and the embedding counts), so that a counter added to the result needs no edit here:
 
-These reach into the pipeline's Ingestion (its result, embed counts, rejects and protected
-ids): this module is the one place in flows/ that does.
+- a failed attempt of a step puts the counts back as they were (`counted_once`), so the
+  task's retry does not count the same work twice;
+- a batch's counts are the difference of two snapshots (`changes`), small JSON that the
+  per-flow-run cache keeps, and `add` adds them to a run (a batch from a retried flow run's
+  cache, or one a Dask worker ran); numbers add, dicts add per key, lists append.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from prefect.context import TaskRunContext
@@ -19,107 +22,73 @@ from corpusflow.ids import hash_value
 from corpusflow.models import Document
 from corpusflow.pipeline import Ingestion
 
-# IngestResult fields a batch adds to; the rest describe the run, not a batch.
-BATCH_COUNTERS = (
-    "documents",
-    "unchanged_documents",
-    "chunks",
-    "upserted",
-    "added",
-    "updated",
-    "skipped",
-    "deleted",
-    "rejected",
-)
+
+def counters(run: Ingestion) -> dict[str, dict[str, Any]]:
+    """Everything a step adds to, as plain data: the run's result and its embedding counts."""
+    return {"result": run.result.to_dict(), "embed": asdict(run.embed_counts)}
 
 
-@dataclass
-class Counters:
-    """A copy of everything a step adds to: the run's counts, rejects and protected ids."""
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
-    counts: dict[str, int] = field(default_factory=dict)
-    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
-    rejects: int = 0
-    protected: frozenset[str] = frozenset()
 
-    @classmethod
-    def of(cls, run: Ingestion) -> Counters:
-        counts = {name: getattr(run.result, name) for name in (*BATCH_COUNTERS, "migrated")}
-        counts["embedded"] = run.embed_counts.embedded
-        counts["cache_hits"] = run.embed_counts.cache_hits
-        return cls(
-            counts=counts,
-            by_type={k: dict(v) for k, v in run.result.by_type.items()},
-            rejects=len(run.screener.rejects.items),
-            protected=frozenset(run.screener.protected),
-        )
+def difference(before: Any, after: Any) -> Any:
+    """What `after` adds to `before`: numbers subtract, dicts recurse, lists give their new
+    tail; anything else (names, flags) is no count and gives None."""
+    if _number(after):
+        return after - (before if _number(before) else 0)
+    if isinstance(after, dict):
+        old = before if isinstance(before, dict) else {}
+        out = {k: difference(old.get(k), v) for k, v in after.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(after, list):
+        return after[len(before) if isinstance(before, list) else 0 :]
+    return None
 
-    def restore(self, run: Ingestion) -> None:
-        """Put the counts back in place (the Screener shares `run.result`: never replace it)."""
-        for name in (*BATCH_COUNTERS, "migrated"):
-            setattr(run.result, name, self.counts[name])
-        run.embed_counts.embedded = self.counts["embedded"]
-        run.embed_counts.cache_hits = self.counts["cache_hits"]
-        run.result.by_type = {k: dict(v) for k, v in self.by_type.items()}
-        del run.screener.rejects.items[self.rejects :]
-        run.screener.protected.intersection_update(self.protected)
+
+def plus(value: Any, delta: Any) -> Any:
+    """`value` with `delta` (a `difference`) added."""
+    if isinstance(delta, dict):
+        out = dict(value) if isinstance(value, dict) else {}
+        for key, more in delta.items():
+            out[key] = plus(out.get(key), more)
+        return out
+    if isinstance(delta, list):
+        return [*(value or []), *copy.deepcopy(delta)]
+    return (value if _number(value) else 0) + delta
+
+
+def changes(before: dict[str, Any], run: Ingestion) -> dict[str, Any]:
+    """What the run's counts gained since `before` (a `counters` snapshot)."""
+    return difference(before, counters(run))
+
+
+def add(run: Ingestion, delta: dict[str, Any]) -> None:
+    """Add a `changes` result to the run's counts, as if its work had run here now."""
+    for part, target in (("result", run.result), ("embed", run.embed_counts)):
+        for name, more in delta.get(part, {}).items():
+            setattr(target, name, plus(getattr(target, name), more))
+
+
+def _restore(run: Ingestion, before: dict[str, Any]) -> None:
+    """Put the counts back in place (the Screener shares `run.result`: never replace it)."""
+    for part, target in (("result", run.result), ("embed", run.embed_counts)):
+        for name, value in before[part].items():
+            setattr(target, name, copy.deepcopy(value))
 
 
 @contextmanager
-def counted_once(run: Ingestion) -> Iterator[None]:
-    """A failed attempt of a step leaves the run's counts as they were before it, so that
-    the task's retry does not count the same work twice."""
-    before = Counters.of(run)
+def counted_once(run: Ingestion, rejects: Any = None) -> Iterator[None]:
+    """A failed attempt of a step leaves the run's counts (and the flow's rejects, an object
+    with a list `items`) as they were before it, so that its retry does not count twice."""
+    before, seen = counters(run), len(rejects.items) if rejects is not None else 0
     try:
         yield
     except BaseException:
-        before.restore(run)
+        _restore(run, before)
+        if rejects is not None:
+            del rejects.items[seen:]
         raise
-
-
-@dataclass
-class BatchCounts:
-    """What one batch added to the run: small, JSON, the only thing Prefect persists."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    by_type: dict[str, dict[str, int]] = field(default_factory=dict)
-    rejects: list[dict[str, str]] = field(default_factory=list)  # Reject fields
-    protected: list[str] = field(default_factory=list)
-
-    @classmethod
-    def between(cls, before: Counters, run: Ingestion) -> BatchCounts:
-        after = Counters.of(run)
-        by_type: dict[str, dict[str, int]] = {}
-        for kind, bucket in after.by_type.items():
-            old = before.by_type.get(kind, {})
-            diff = {k: n - old.get(k, 0) for k, n in bucket.items() if n != old.get(k, 0)}
-            if diff:
-                by_type[kind] = diff
-        return cls(
-            counts={k: n - before.counts[k] for k, n in after.counts.items()},
-            by_type=by_type,
-            rejects=[asdict(r) for r in run.screener.rejects.items[before.rejects :]],
-            protected=sorted(after.protected - before.protected),
-        )
-
-    def apply(self, run: Ingestion) -> None:
-        """Add a cached batch's counts to the run, as if it had run now."""
-        r = run.result
-        for name in BATCH_COUNTERS:
-            setattr(r, name, getattr(r, name) + self.counts.get(name, 0))
-        run.embed_counts.embedded += self.counts.get("embedded", 0)
-        run.embed_counts.cache_hits += self.counts.get("cache_hits", 0)
-        for source_type, bucket in self.by_type.items():
-            for key, n in bucket.items():
-                r.count(source_type, key, n)
-        run.screener.protected.update(self.protected)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BatchCounts:
-        return cls(**data)
 
 
 def batch_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:

@@ -1,8 +1,9 @@
 """The `ingest` flow: pull sources -> chunk -> embed -> load -> snapshot -> version.
 
 Run it through the deployment (`prefect deployment run 'ingest/local'`, see docs/prefect.md)
-or call `ingest(...)` directly. Parameters mirror `corpusflow ingest`; the step logic lives in
-corpusflow.pipeline, the tasks in flows/tasks.py.
+or call `ingest(...)` directly. Parameters mirror `corpusflow ingest`. The flow only composes
+the public run API (`Ingestion`: extract -> screen -> plan/embed/load per batch -> finish) as
+the tasks of flows/tasks.py; its counts are the run's IngestResult as a whole.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 # The deployment loads this file by path; `flows.tasks` (and the Dask workers that unpickle
-# `flows.tasks.embed_on_worker`) need the repository root importable.
+# the tasks of `flows.cluster`) need the repository root importable.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from prefect import flow, get_run_logger, runtime  # noqa: E402
 
+from corpusflow import scaleout  # noqa: E402
 from corpusflow.config import ConfigError, Params, load_params  # noqa: E402
-from corpusflow.models import Document, Reject, SourceItem  # noqa: E402
+from corpusflow.models import Document  # noqa: E402
 from corpusflow.pipeline import Context, Ingestion, IngestResult, PipelineError  # noqa: E402
-from flows import artifacts, tasks  # noqa: E402
+from corpusflow.store import MilvusLockedError  # noqa: E402
+from flows import artifacts, cluster, tasks  # noqa: E402
 
 ARTIFACT_KEY = artifacts.SUMMARY_KEY
 NAMED_SOURCES = 3  # sources spelled out in a run's name; the rest are "+N"
@@ -92,31 +95,30 @@ def ingest(
         params_file: params file (default: ./params.yaml if present, relative to the repo).
         dry_run: count what would change; change nothing, write no snapshot.
         snapshot: write and version a snapshot after loading (the `watch` flow's runs don't).
-        task_runner: "thread": the model runs in the flow process; "dask": on a Dask cluster.
+        task_runner: "thread": all in the flow process; "dask": files parsed, and batches
+            chunked, embedded and written to the Milvus server, on a Dask cluster (needs a
+            server URI; docs/scaling.md).
         dask_address: scheduler, e.g. tcp://127.0.0.1:8786 (none: a LocalCluster of 2).
         milvus_wait_seconds: how long to wait for a Milvus Lite database that another
             process (a CLI run) holds before failing.
     """
-    logger = get_run_logger()
     params = _params(params_file)
     transcripts, articles, youtube = _sources(params, transcripts, articles, youtube)
     run_id = _run_id()
     progress = artifacts.RunProgress(run_id)
-    rejected: list[Reject] = []
-
-    def on_reject(r: Reject) -> None:
-        rejected.append(r)
-        logger.warning(r.line())
-
+    rejects = tasks.Rejects(get_run_logger())
     ctx = Context(params, _embedder=tasks.local_embedder(params.embedding))
     try:
-        items = _extract(params, transcripts, articles, youtube)
-        run = _open(ctx, cleanup, dry_run, run_id, on_reject, progress, milvus_wait_seconds)
-        batches = _batches(tasks.screen(run, items), params.ingest.batch_documents)
-        progress.start(sum(map(len, batches)))
-        with tasks.model_runner(task_runner, dask_address, params.embedding) as embed_fn:
-            cached = _load(run, batches, embed_fn, progress, rejected)
-        result = tasks.finish(run)
+        if task_runner == "dask":
+            scaleout.server_uri(ctx)  # the workers write: a Milvus Lite file will not do
+        run = _open(ctx, cleanup, dry_run, run_id, rejects, progress, milvus_wait_seconds)
+        with cluster.dask_cluster(task_runner, dask_address) as workers:
+            fetched = tasks.fetch_youtube(run, youtube) if youtube else []
+            documents = tasks.read_sources(run, transcripts, articles, fetched, workers)
+            batches = _batches(documents, params.ingest.batch_documents)
+            progress.start(len(documents))
+            cached = tasks.load_batches(run, batches, rejects, progress, workers)
+        result = tasks.finish(run, rejects)
         progress.finish()
         snap, versions = _snapshot(ctx, result, dry_run or not snapshot)
     finally:
@@ -125,10 +127,10 @@ def ingest(
         "result": result.to_dict(), "batches": len(batches), "cached_batches": cached,
         "task_runner": task_runner, "versions": versions, "seconds": progress.seconds(),
         "snapshot": snap and {"path": snap.path, "records": snap.records, "sha256": snap.sha256},
-        "rejects": [r.line() for r in rejected],
+        "rejects": [r.line() for r in rejects.items],
     }  # fmt: skip
-    artifacts.publish(result, summary, rejected)
-    logger.info(artifacts.counts_line(result))
+    artifacts.publish(result, summary, rejects.items)
+    get_run_logger().info(artifacts.counts_line(result))
     return summary
 
 
@@ -143,12 +145,6 @@ def _sources(params: Params, *named: list[str] | None) -> tuple[list[str], ...]:
     return tuple(list(c or []) for c in chosen)
 
 
-def _extract(params: Params, transcripts: list[str], articles: list[str],
-             youtube: list[str]) -> list[SourceItem]:  # fmt: skip
-    items = tasks.extract_files(params, transcripts, articles)
-    return items + (tasks.fetch_youtube(params, youtube) if youtube else [])
-
-
 def _params(params_file: str | None) -> Params:
     try:
         return load_params(params_file)
@@ -156,28 +152,15 @@ def _params(params_file: str | None) -> Params:
         raise PipelineError(str(exc)) from None
 
 
-def _open(ctx: Context, cleanup: str | None, dry_run: bool, run_id: str, on_reject: Any,
+def _open(ctx: Context, cleanup: str | None, dry_run: bool, run_id: str, on_reject: tasks.Rejects,
           progress: artifacts.RunProgress, wait_seconds: float) -> Ingestion:  # fmt: skip
     """The open-milvus task, retried with backoff for up to `wait_seconds` of a held lock."""
     delays = tasks.milvus_wait_delays(wait_seconds)
     opener = tasks.open_ingestion.with_options(retries=len(delays), retry_delay_seconds=delays)
     try:
         return opener(ctx, cleanup, dry_run, run_id, on_reject, progress)
-    except tasks.MilvusLocked as exc:
+    except MilvusLockedError as exc:
         raise PipelineError(f"gave up after {wait_seconds:g} s: {exc}") from None
-
-
-def _load(run: Ingestion, batches: list[list[Document]], embed_fn: Any,
-          progress: artifacts.RunProgress, rejected: list[Reject]) -> int:  # fmt: skip
-    """Every batch through plan -> embed -> load; returns how many came from the cache of a
-    retried flow run (their rejects were not seen this time: they are added from it)."""
-    cached = 0
-    for index, batch in enumerate(batches):
-        delta, from_cache = tasks.run_batch(run, batch, index, embed_fn, progress)
-        if from_cache:
-            rejected += [Reject(**fields) for fields in delta.rejects]
-            cached += 1
-    return cached
 
 
 def _snapshot(ctx: Context, result: IngestResult, skip: bool) -> tuple[Any, dict[str, Any]]:

@@ -1,21 +1,22 @@
-"""Prefect tasks over the corpusflow steps: thin wrappers, one task run per *batch*.
+"""Prefect tasks over the public run API: one task run per *batch*, never per chunk.
 
-A task run costs 15-45 ms, so nothing here runs per chunk. Every task calls the same step
-functions as the CLI (`pipeline.extract`, `Ingestion.screen/plan/embed/load/finish`,
-`pipeline.snapshot`); the only logic here is orchestration: retries for the steps that touch
-a network or a lock, per-batch caching scoped to the flow run, and the Dask model call.
+Every task drives the same steps as the CLI (`Ingestion.extract/screen/plan/embed/load/finish`,
+`pipeline.snapshot/version`); the only logic here is orchestration: retries for the steps that
+touch a network or a lock, per-batch caching scoped to the flow run (flows/accounting.py), and
+handing the work to a Dask cluster (flows/cluster.py, corpusflow.scaleout).
 
-Threading: the embedding cache is SQLite opened in the flow's thread, so every task that
-touches `Context` is *called* (runs inline in the flow thread), never `.submit()`-ed. Only
-`embed_on_worker` is submitted, to a Dask cluster, and it touches nothing but the model.
+Threading: the embedding cache and the state are SQLite opened in the flow's thread, so every
+task that touches `Context` is *called* (runs inline in the flow thread), never `.submit()`-ed;
+only the worker tasks of flows/cluster.py are submitted, with plain data.
 """
 
 from __future__ import annotations
 
-import contextvars
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import asdict
+from itertools import chain
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -24,18 +25,15 @@ from prefect.context import TaskRunContext
 from prefect.tasks import exponential_backoff
 
 from corpusflow import pipeline
-from corpusflow.config import ConfigError, Embedding, Env, Params
+from corpusflow.config import ConfigError, Embedding
 from corpusflow.embedding import Embedder, make_embedder
 from corpusflow.embedding.base import EmbeddingError
 from corpusflow.ids import hash_value
 from corpusflow.models import Document, Reject, SourceItem
-from corpusflow.pipeline import BatchPlan, Context, Ingestion, PipelineError
+from corpusflow.pipeline import Context, Ingestion, PipelineError
 from corpusflow.store import MilvusLockedError, StoreError, is_local_uri
-from flows.accounting import BatchCounts, Counters, batch_cache_key, counted_once
+from flows.accounting import add, batch_cache_key, changes, counted_once, counters
 from flows.artifacts import RunProgress
-
-DASK_TEXTS_PER_TASK = 16  # texts per model call on a Dask worker: spreads a batch over workers
-
 
 # ----------------------------------------------------------------------------------------
 # retry policy: retry what a network or a lock can cause, fail fast on the user's mistakes
@@ -80,56 +78,24 @@ def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient(_exception(state))
 
 
-# ----------------------------------------------------------------------------------------
-# sources
-# ----------------------------------------------------------------------------------------
-@task(name="extract-files", cache_policy=NO_CACHE, persist_result=False)
-def extract_files(
-    params: Params, transcripts: Sequence[str], articles: Sequence[str]
-) -> list[SourceItem]:
-    """Parse local transcripts and CSV articles (no network, no retries)."""
-    return list(pipeline.extract(params, transcripts, articles, ()))
+class Rejects:
+    """The run's rejects as the flow sees them (its `on_reject`): kept for the summary and
+    the artifact, each logged as a warning of the flow run. A plain object, not a list:
+    Prefect rebuilds collections it finds in task parameters, and this one must be shared."""
 
+    def __init__(self, logger: Any = None):
+        self.items: list[Reject] = []
+        self.logger = logger
 
-class YouTubeUnavailable(Exception):
-    """Some videos failed for network reasons: retry the fetch (a transient error)."""
-
-
-_NETWORK_REJECT = re.compile(
-    r"^network error|RequestBlocked|IpBlocked|YouTubeRequestFailed|TooManyRequests|timed? ?out",
-    re.IGNORECASE,
-)
-
-
-@task(
-    name="fetch-youtube",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_if_transient,
-)
-def fetch_youtube(params: Params, youtube: Sequence[str]) -> list[SourceItem]:
-    """Fetch live YouTube transcripts. The source turns every failure into a Reject; those that
-    look like the network's fault are retried with backoff, and on the last attempt they stay
-    rejects so that the rest of the run goes on."""
-    items = list(pipeline.extract(params, (), (), youtube))
-    flaky = [i for i in items if isinstance(i, Reject) and _NETWORK_REJECT.search(i.reason)]
-    ctx = TaskRunContext.get()
-    last_attempt = ctx is None or ctx.task_run.run_count > ctx.task.retries
-    if flaky and not last_attempt:
-        raise YouTubeUnavailable(f"{len(flaky)} video(s) failed: {flaky[0].reason}")
-    return items
+    def __call__(self, reject: Reject) -> None:
+        self.items.append(reject)
+        if self.logger is not None:
+            self.logger.warning(reject.line())
 
 
 # ----------------------------------------------------------------------------------------
 # opening Milvus: wait (bounded) for a Milvus Lite lock held by another process
 # ----------------------------------------------------------------------------------------
-class MilvusLocked(StoreError):
-    """The Milvus Lite database is open in another process (a CLI run, another flow run)."""
-
-
 class MilvusOpenFailed(PipelineError):
     """A local Milvus Lite database failed to open for another reason than a lock: retrying
     would not help (PipelineError is permanent for the retry policy)."""
@@ -158,10 +124,11 @@ def open_ingestion(
     cleanup: str | None,
     dry_run: bool,
     run_id: str,
-    on_reject: Callable[[Reject], None] | None = None,
+    on_reject: Rejects | None = None,
     progress: pipeline.Progress | None = None,
 ) -> Ingestion:
-    """Open the store and the target collection (the step the Milvus Lite lock blocks)."""
+    """Open the store and the target collection (the step the Milvus Lite lock blocks: its
+    MilvusLockedError is transient, so the task waits for the lock with backoff)."""
     uri = ctx.env.milvus_uri or ctx.params.milvus.uri
     try:
         return Ingestion(
@@ -172,57 +139,90 @@ def open_ingestion(
             on_reject=on_reject,
             run_id=run_id,
         )
-    except MilvusLockedError as exc:
-        raise MilvusLocked(f"{exc}; waiting for it") from None  # retried with backoff
+    except MilvusLockedError:
+        raise  # retried with backoff
     except StoreError as exc:
         if is_local_uri(uri):
             raise MilvusOpenFailed(str(exc)) from None  # no lock: retrying will not help
         raise  # a server that is down or restarting: transient, retried with backoff
 
 
-@task(name="screen", cache_policy=NO_CACHE, persist_result=False)
-def screen(run: Ingestion, items: Sequence[SourceItem]) -> list[Document]:
-    """Rejects logged, duplicates counted, each source id once."""
-    return list(run.screen(items))
+# ----------------------------------------------------------------------------------------
+# sources: unchanged files are not read (fingerprints); the rest is screened as it is read
+# ----------------------------------------------------------------------------------------
+class YouTubeUnavailable(Exception):
+    """Some videos failed for network reasons: retry the fetch (a transient error)."""
+
+
+_NETWORK_REJECT = re.compile(
+    r"^network error|RequestBlocked|IpBlocked|YouTubeRequestFailed|TooManyRequests|timed? ?out",
+    re.IGNORECASE,
+)
+
+
+@task(
+    name="fetch-youtube",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_transient,
+)
+def fetch_youtube(run: Ingestion, youtube: Sequence[str]) -> list[SourceItem]:
+    """Fetch live YouTube transcripts. The source turns every failure into a Reject; those that
+    look like the network's fault are retried with backoff, and on the last attempt they stay
+    rejects so that the rest of the run goes on."""
+    items = list(run.extract((), (), youtube))
+    flaky = [i for i in items if isinstance(i, Reject) and _NETWORK_REJECT.search(i.reason)]
+    ctx = TaskRunContext.get()
+    last_attempt = ctx is None or ctx.task_run.run_count > ctx.task.retries
+    if flaky and not last_attempt:
+        raise YouTubeUnavailable(f"{len(flaky)} video(s) failed: {flaky[0].reason}")
+    return items
+
+
+@task(name="read-sources", cache_policy=NO_CACHE, persist_result=False)
+def read_sources(
+    run: Ingestion,
+    transcripts: Sequence[str],
+    articles: Sequence[str],
+    fetched: Sequence[SourceItem] = (),
+    cluster: Any = None,
+) -> list[Document]:
+    """The documents to process: files whose fingerprint is unchanged are not read (counted
+    unchanged), the others parsed here or on the Dask workers (`cluster`), then screened
+    with the fetched YouTube items (rejects logged, duplicates counted, each id once)."""
+    if cluster is None:
+        files = run.extract(transcripts, articles, ())
+    else:
+        files = cluster.read(run, transcripts, articles)
+    return list(run.screen(chain(files, fetched)))
 
 
 # ----------------------------------------------------------------------------------------
-# per batch: plan -> embed -> load, as one cached unit
+# the run's stages, one wrapper: retried on transient errors, counted once
 # ----------------------------------------------------------------------------------------
-def _step_options(backoff: float) -> dict[str, Any]:
-    return {
-        "cache_policy": NO_CACHE,
-        "persist_result": False,
-        "retries": 3,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=backoff),
-        "retry_jitter_factor": 0.5,
-        "retry_condition_fn": retry_if_transient,
-    }
+@task(cache_policy=NO_CACHE, persist_result=False, retries=3, retry_jitter_factor=0.5,
+      retry_condition_fn=retry_if_transient)  # fmt: skip
+def _stage(run: Ingestion, stage: str, args: tuple, rejects: Rejects | None = None) -> Any:
+    """`run.<stage>(*args)`; a failed attempt leaves the run's counts as they were."""
+    with counted_once(run, rejects):
+        return getattr(run, stage)(*args)
 
 
-@task(name="plan", **_step_options(2))
-def plan_batch(run: Ingestion, batch: Sequence[Document]) -> BatchPlan:
-    """Compare with the stored state (reads Milvus) and chunk what changed."""
-    with counted_once(run):
-        return run.plan(batch)
+STAGES = {
+    name: _stage.with_options(name=name,
+                              retry_delay_seconds=exponential_backoff(backoff_factor=backoff))
+    for name, backoff in (("plan", 2), ("embed", 5), ("load", 2), ("finish", 2))
+}  # fmt: skip
 
 
-@task(name="embed", **_step_options(5))
-def embed_batch(
-    run: Ingestion, plan: BatchPlan, embed_fn: pipeline.EmbedFn | None = None
-) -> list[list[float]]:
-    """Vectors through the cache; only missing texts reach the model (or the endpoint).
-    Each model call's vectors are committed to the cache, so a retry resumes from there."""
-    with counted_once(run):
-        return run.embed(plan, embed_fn)
-
-
-@task(name="load", **_step_options(2))
-def load_batch(run: Ingestion, plan: BatchPlan, vectors: list[list[float]]) -> int:
-    """Upsert, then delete the batch's stale chunks (upserts are idempotent: safe to retry)."""
-    with counted_once(run):
-        run.load(plan, vectors)
-    return len(plan.writes)
+def stage(name: str, run: Ingestion, *args: Any, rejects: Rejects | None = None) -> Any:
+    """Run one stage of the run API as its task: plan (reads Milvus, chunks what changed),
+    embed (through the cache: a retry resumes from the last committed model call), load
+    (upsert, then delete stale chunks: idempotent), finish (cleanup, migration, alias)."""
+    return STAGES[name](run, name, args, rejects)
 
 
 @task(
@@ -236,48 +236,63 @@ def ingest_batch(
     run: Ingestion,
     batch: Sequence[Document],
     index: int,
-    embed_fn: pipeline.EmbedFn | None = None,
+    rejects: Rejects,
     progress: RunProgress | None = None,
 ) -> dict[str, Any]:
-    """plan -> embed -> load for one batch. Returns what the batch added to the run's counts:
-    that small JSON is what the per-flow-run cache keeps, never vectors."""
-    before = Counters.of(run)
-    plan = plan_batch(run, batch)
+    """plan -> embed -> load for one batch. Returns what the batch added to the run's counts
+    and its rejects: that small JSON is what the per-flow-run cache keeps, never vectors."""
+    before, seen = counters(run), len(rejects.items)
+    plan = stage("plan", run, batch, rejects=rejects)
     with progress.embedding(len(batch), len(plan.texts)) if progress else nullcontext():
-        vectors = embed_batch(run, plan, embed_fn)
-    load_batch(run, plan, vectors)
-    return BatchCounts.between(before, run).to_json()
+        vectors = stage("embed", run, plan, rejects=rejects)
+    stage("load", run, plan, vectors, rejects=rejects)
+    return {"counts": changes(before, run), "rejects": [asdict(r) for r in rejects.items[seen:]]}
 
 
 def run_batch(
     run: Ingestion,
     batch: Sequence[Document],
     index: int,
-    embed_fn: pipeline.EmbedFn | None,
+    rejects: Rejects,
     progress: RunProgress | None = None,
-) -> tuple[BatchCounts, bool]:
-    """Run `ingest_batch`; when a retried flow run finds it in the cache, add its counts to
-    the run (they were not counted this time). Returns the batch's counts and whether cached."""
-    state = ingest_batch(run, batch, index, embed_fn, progress, return_state=True)
-    delta = BatchCounts.from_json(state.result())
+) -> bool:
+    """Run `ingest_batch`; when a retried flow run finds it in the cache, add its counts and
+    rejects to the run (they were not seen this time). Returns whether it was cached."""
+    state = ingest_batch(run, batch, index, rejects, progress, return_state=True)
+    done = state.result()
     cached = state.name == "Cached"
     if cached:
-        delta.apply(run)
+        add(run, done["counts"])
+        earlier = [Reject(**fields) for fields in done["rejects"]]
+        rejects.items.extend(earlier)
+        if run.state is not None:  # `full` cleanup keeps what was rejected this run
+            run.state.see(r.source_id for r in earlier if r.source_id)
     if progress:
         progress.batch_done(len(batch))
-    return delta, cached
+    return cached
+
+
+def load_batches(
+    run: Ingestion,
+    batches: Sequence[Sequence[Document]],
+    rejects: Rejects,
+    progress: RunProgress | None = None,
+    cluster: Any = None,
+) -> int:
+    """Every batch through plan -> embed -> load, here or on the Dask workers; returns how
+    many came from the cache of a retried flow run."""
+    if cluster is not None:
+        cluster.load(run, batches, progress)
+        return 0
+    return sum(run_batch(run, b, i, rejects, progress) for i, b in enumerate(batches))
 
 
 # ----------------------------------------------------------------------------------------
 # end of run
 # ----------------------------------------------------------------------------------------
-@task(name="finish", cache_policy=NO_CACHE, persist_result=False, retries=3,
-      retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_condition_fn=retry_if_transient)  # fmt: skip
-def finish(run: Ingestion) -> pipeline.IngestResult:
+def finish(run: Ingestion, rejects: Rejects | None = None) -> pipeline.IngestResult:
     """`full` cleanup, migration after a model change, and the alias move."""
-    with counted_once(run):
-        return run.finish()
+    return stage("finish", run, rejects=rejects)
 
 
 @task(name="snapshot", cache_policy=NO_CACHE, persist_result=False, retries=3,
@@ -309,10 +324,9 @@ def _describe(value: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------
-# the model call on Dask: built once per worker process, vectors back to the flow
+# the flow process's model: loaded once per process
 # ----------------------------------------------------------------------------------------
-_WORKER_EMBEDDERS: dict[str, Embedder] = {}  # in Dask worker processes
-_LOCAL_EMBEDDERS: dict[str, Embedder] = {}  # in the flow's process
+_LOCAL_EMBEDDERS: dict[str, Embedder] = {}
 
 
 def local_embedder(settings: Embedding) -> Embedder | None:
@@ -325,82 +339,3 @@ def local_embedder(settings: Embedding) -> Embedder | None:
     if key not in _LOCAL_EMBEDDERS:
         _LOCAL_EMBEDDERS[key] = make_embedder(settings)
     return _LOCAL_EMBEDDERS[key]
-
-
-def worker_embedder(settings: dict[str, Any]) -> Embedder:
-    """The embedder for these settings, built once per (Dask worker) process. Secrets come
-    from the worker's own environment, never through task parameters."""
-    key = hash_value(settings)
-    if key not in _WORKER_EMBEDDERS:
-        embedding = Embedding.model_validate(settings)
-        _WORKER_EMBEDDERS[key] = make_embedder(embedding, Env.from_environ())
-    return _WORKER_EMBEDDERS[key]
-
-
-@task(
-    name="embed-on-worker",
-    cache_policy=NO_CACHE,
-    persist_result=False,  # vectors are never persisted by Prefect: the SQLite cache has them
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_if_transient,
-)
-def embed_on_worker(texts: list[str], settings: dict[str, Any]) -> list[list[float]]:
-    return worker_embedder(settings).embed(texts)
-
-
-class DaskEmbed:
-    """An `embed_fn` for pipeline.embed_texts: splits each model call into parts, runs them
-    on the Dask cluster at once and returns the vectors in order."""
-
-    def __init__(self, runner: Any, settings: dict[str, Any], per_task: int = DASK_TEXTS_PER_TASK):
-        self.runner, self.settings, self.per_task = runner, settings, per_task
-        self.calls = 0
-
-    def __call__(self, texts: list[str]) -> list[list[float]]:
-        parts = [texts[i : i + self.per_task] for i in range(0, len(texts), self.per_task)]
-        futures = [self._submit({"texts": part, "settings": self.settings}) for part in parts]
-        self.calls += len(futures)
-        vectors: list[list[float]] = []
-        for future in futures:
-            vectors.extend(future.result())
-        return vectors
-
-    def _submit(self, parameters: dict[str, Any]) -> Any:
-        """Submit from outside the calling task's run context: prefect-dask ships the
-        current TaskRunContext (with that task's parameters: the Ingestion, a SQLite cache)
-        to the worker, which cannot be pickled and is not needed there. The flow run context
-        stays, so the model calls still show up under the flow run."""
-
-        def submit() -> Any:
-            TaskRunContext.__var__.set(None)
-            return self.runner.submit(embed_on_worker, parameters)
-
-        return contextvars.copy_context().run(submit)
-
-
-@contextmanager
-def model_runner(
-    kind: str, address: str | None, settings: Embedding, n_workers: int = 2
-) -> Iterator[DaskEmbed | None]:
-    """None for the default (the model runs in the flow process); a DaskEmbed on a
-    DaskTaskRunner connected to `address`, or on a LocalCluster on 127.0.0.1."""
-    if kind == "thread":
-        yield None
-        return
-    from prefect_dask import DaskTaskRunner
-
-    if address:
-        runner = DaskTaskRunner(address=address)
-    else:
-        runner = DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": n_workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "host": "127.0.0.1",
-                "dashboard_address": None,
-            }
-        )
-    with runner:
-        yield DaskEmbed(runner, settings.model_dump(mode="json"))

@@ -167,13 +167,17 @@ def test_ingest_flow_loads_snapshots_versions_and_reports(
 def test_retried_flow_run_skips_finished_batches(
     flowkit, prefect_client, tmp_path, monkeypatch, make_ctx
 ):
+    """One CSV over two batches: the second fails, so the file's fingerprint is not recorded
+    and the retried flow run reads it again; its first batch comes from the task cache.
+    (Files whose documents were all stored are not even read again: fingerprints.)"""
     from flows.ingest import ingest
 
     from corpusflow.store import MilvusStore
 
     monkeypatch.chdir(tmp_path)
-    flowkit.copy_sample(tmp_path)
-    pfile = write_params(tmp_path, sources=sample_sources(tmp_path))  # 4 documents a batch
+    flowkit.copy_sample(tmp_path, transcripts=[])
+    articles = {"articles": sample_sources(tmp_path)["articles"]}
+    pfile = write_params(tmp_path, sources=articles)  # 6 articles, 4 documents a batch
 
     upserts: list[int] = []
     real_upsert = MilvusStore.upsert
@@ -194,10 +198,11 @@ def test_retried_flow_run_skips_finished_batches(
 
     summary = state.result()
     r = summary["result"]
-    assert summary["cached_batches"] == 1 and summary["batches"] == 3
-    assert len(upserts) == 4  # batch 0, batch 1 (fails), batch 1 again, batch 2: not batch 0
+    assert summary["cached_batches"] == 1 and summary["batches"] == 2
+    assert len(upserts) == 3  # batch 0, batch 1 (fails), batch 1 again: not batch 0
     assert upserts[1] == upserts[2]
     # batch 0 came from the task cache: still counted as added, not as skipped
+    assert r["documents"] == 6 and r["unchanged_documents"] == 0
     assert r["added"] == r["upserted"] == r["chunks"] and r["skipped"] == 0
     assert r["embedded"] + r["cache_hits"] == r["chunks"]
     assert r["cache_hits"] == upserts[1]  # batch 1's vectors were cached by its failed attempt
@@ -207,6 +212,52 @@ def test_retried_flow_run_skips_finished_batches(
     assert sorted(tr.state.name for tr in first) == ["Cached", "Completed"]
     second = task_runs(prefect_client, flow_run.id, "ingest-batch-1")
     assert sorted(tr.state.name for tr in second) == ["Completed", "Failed"]
+
+
+def test_a_second_flow_run_skips_unchanged_files_unread(
+    flowkit, prefect_client, tmp_path, monkeypatch
+):
+    """The flow reads sources as the CLI does: a file whose fingerprint is unchanged is
+    counted unchanged from the stored state and never parsed; a touched one is read again."""
+    import os
+
+    from flows.ingest import ingest
+
+    from corpusflow.sources import articles, transcripts
+
+    monkeypatch.chdir(tmp_path)
+    flowkit.copy_sample(tmp_path)
+    pfile = write_params(tmp_path, sources=sample_sources(tmp_path))
+    first = ingest(params_file=str(pfile), snapshot=False)["result"]
+    assert first["documents"] == 11 and first["unchanged_documents"] == 0
+
+    parsed: list[str] = []
+    read_transcript, read_csv = transcripts._read_transcript, articles._read_csv
+
+    def spy_transcript(path, *args):
+        parsed.append(Path(path).name)
+        return read_transcript(path, *args)
+
+    def spy_csv(path, *args):
+        parsed.append(Path(path).name)
+        return read_csv(path, *args)
+
+    monkeypatch.setattr(transcripts, "_read_transcript", spy_transcript)
+    monkeypatch.setattr(articles, "_read_csv", spy_csv)
+    again = ingest(params_file=str(pfile), snapshot=False)
+    r = again["result"]
+    assert parsed == []  # not one file was read
+    assert r["documents"] == r["unchanged_documents"] == 11 and again["batches"] == 0
+    assert r["skipped"] == r["chunks"] == first["chunks"]
+    assert (r["added"], r["updated"], r["deleted"], r["embedded"]) == (0, 0, 0, 0)
+    assert r["by_type"]["transcript"]["unchanged"] == 5
+    assert r["by_type"]["article"]["unchanged"] == 6
+
+    touched = tmp_path / "raw" / "transcripts" / "marathon-training.txt"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    third = ingest(params_file=str(pfile), snapshot=False)
+    assert parsed == ["marathon-training.txt"]  # only the touched file
+    assert third["result"]["unchanged_documents"] == 11 and third["batches"] == 1
 
 
 HOLD_LOCK = """

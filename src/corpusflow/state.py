@@ -362,7 +362,14 @@ class StateTable:
                     ((self.coll, s) for s in source_ids),
                 )
 
-    def settle(self, written: Iterable[Stored], removed: Iterable[str] = ()) -> None:
+    def settle(
+        self,
+        written: Iterable[Stored],
+        removed: Iterable[str] = (),
+        pending: Iterable[str] | None = None,
+    ) -> None:
+        """Record a written batch and end its journal: every pending source, or only those
+        in `pending` (other batches may still be being written, e.g. on Dask workers)."""
         if not self.writable:
             return
         with self._tx():
@@ -371,7 +378,13 @@ class StateTable:
                 self._put(item)
             for sid in removed:
                 self._forget(sid)
-            self.db.execute("DELETE FROM pending WHERE coll=?", (self.coll,))
+            if pending is None:
+                self.db.execute("DELETE FROM pending WHERE coll=?", (self.coll,))
+            else:
+                self.db.executemany(
+                    "DELETE FROM pending WHERE coll=? AND source_id=?",
+                    ((self.coll, s) for s in pending),
+                )
 
     def set_input(self, source_ids: Sequence[str], input: str) -> None:
         if self.writable and input:

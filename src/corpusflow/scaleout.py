@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,12 +27,14 @@ from typing import Any
 
 from corpusflow.chunking import Chunker, ChunkerSpec
 from corpusflow.config import Env, Params
+from corpusflow.context import Context
+from corpusflow.embedding.cached import EmbedCounts
 from corpusflow.ids import input_key, project_root, set_project_root
+from corpusflow.ingestion import Ingestion
 from corpusflow.inputs import Inputs
 from corpusflow.memo import NO_MEMO
-from corpusflow.models import Document, Reject, SourceItem
-from corpusflow.pipeline import Context, EmbedCounts, Ingestion, IngestResult, PipelineError
-from corpusflow.pipeline import extract as extract_items
+from corpusflow.models import Document, IngestResult, PipelineError, Reject, SourceItem
+from corpusflow.sources.extract import extract as extract_items
 from corpusflow.state import Stored
 from corpusflow.store import is_local_uri
 
@@ -209,6 +212,7 @@ class WorkerRun(Ingestion):
         self.memo = NO_MEMO
         self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         self.embed_counts = EmbedCounts()
+        self.lock = threading.RLock()  # the stages' shared lock (one thread here: uncontended)
 
     def reject(self, item: Reject, input_counted: bool = False) -> None:
         """Counted and logged by the driver (`Ingestion.reject`), not here."""

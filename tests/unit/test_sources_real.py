@@ -25,7 +25,7 @@ from corpusflow.pipeline import extract
 from corpusflow.sources.articles import iter_articles
 from corpusflow.sources.transcripts import iter_transcripts
 
-REAL = Path(__file__).resolve().parent / "fixtures" / "real"
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 VIDEO = "Qx7_kP2mZ9a"
 PREFERRING = "(one per name is read, preferring .json, .vtt, .srt, .txt)"
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# Offline-first: no telemetry, no hub downloads (see DESIGN.md, decision 4).
+# Offline-first: no telemetry, no hub downloads (see docs/architecture.md, decision 4).
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export COMET_ERROR_TRACKING_ENABLE := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast lint clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q
+
+# tests/unit only: no Milvus, no model, no server, no subprocess (tests/conftest.py holds
+# every unit test to that); under a minute. `make test` runs unit, integration and e2e.
+test-fast:
+	@test -x $(BIN)/python || $(MAKE) install
+	$(BIN)/python -m pytest -q tests/unit
 
 # Extra targets owned by their features (prefect server/worker, dvc, bench).
 -include mk/*.mk

@@ -68,4 +68,4 @@ dvc-pull:
 # the DVC tests alone, with no network but loopback
 test-dvc:
 	@$(DVC_ENV)
-	$(LOOPBACK_ONLY) $(BIN)/python -m pytest tests/test_dvc.py -q
+	$(LOOPBACK_ONLY) $(BIN)/python -m pytest tests/e2e/test_dvc.py -q

@@ -42,8 +42,8 @@ prefect-run: install
 		$(BIN)/prefect deployment run 'ingest/local' $(PREFECT_RUN_ARGS) --watch
 
 prefect-test: install
-	$(BIN)/python -m pytest -q tests/test_flows.py tests/test_streaming.py tests/test_dask.py \
-		tests/test_prefect_e2e.py
+	$(BIN)/python -m pytest -q tests/integration/test_flows.py tests/integration/test_streaming.py \
+		tests/integration/test_dask.py tests/e2e/test_prefect_e2e.py
 
 prefect-bench:
 	@test -x $(BIN)/python || $(MAKE) install

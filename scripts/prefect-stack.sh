@@ -37,7 +37,7 @@ WORKER_PID="$STATE/worker.pid"
 SERVER_LOG="$STATE/server.log"
 WORKER_LOG="$STATE/worker.log"
 
-# Offline-first (DESIGN.md decision 4) and everything pointed at this server only.
+# Offline-first (docs/architecture.md, decision 4) and everything pointed at this server only.
 export PREFECT_HOME="$STATE/home"
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 export PREFECT_SERVER_API_HOST=127.0.0.1

@@ -1,8 +1,17 @@
-"""Shared fixtures: one real MiniLM per session, a fresh Milvus Lite per test."""
+"""Shared fixtures: one real MiniLM per session, a fresh Milvus Lite per test; and the promise
+of tests/unit/ (no Milvus, no model, no server, no subprocess), kept for every unit test.
+
+The suite is split by what a test needs: tests/unit/ (`make test-fast`), tests/integration/
+(Milvus Lite, the model, DVC, Prefect's test harness, stand-in servers in process) and
+tests/e2e/ (the CLI in subprocesses, Prefect server and worker, Milvus servers, the README's
+commands). Helpers shared by all of them (comet_stub.py, openai_stub.py, milvus_servers.py,
+conftest_prefect.py, fixtures/) stay here, importable from every folder."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +29,33 @@ from corpusflow.pipeline import Context  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "raw"
 CLI = str(Path(sys.executable).with_name("corpusflow"))
+UNIT = Path(__file__).resolve().parent / "unit"
+HEAVY_FIXTURES = {"make_ctx": "Milvus Lite and the model", "embedder": "the model"}
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_unit(request, monkeypatch):
+    """A test in tests/unit/ that reaches for Milvus, the model, a server or a subprocess fails
+    and says where it belongs, so `make test-fast` stays fast and honest."""
+    if UNIT not in Path(request.node.path).resolve().parents:
+        return
+    for name, what in HEAVY_FIXTURES.items():
+        if name in request.fixturenames:
+            pytest.fail(f"a unit test uses {what} ({name}): move it to tests/integration/")
+
+    def refuse(what: str):
+        def refused(*args, **kwargs):
+            raise AssertionError(f"a unit test started {what}: move it out of tests/unit/")
+
+        return refused
+
+    import pymilvus
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("a subprocess"))
+    monkeypatch.setattr(socket.socket, "listen", refuse("a server"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("a network connection"))
+    monkeypatch.setattr(pymilvus.MilvusClient, "__init__", refuse("Milvus"))
+    monkeypatch.setattr(LocalEmbedder, "__init__", refuse("the model"))
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,8 @@
 
 import os as _os
 
-# Offline-first (DESIGN.md decision 4), set before any library can read them: loading the
-# embedder imports transformers, which imports comet_ml, which reads some of these once.
+# Offline-first (docs/architecture.md, decision 4), set before any library can read them:
+# loading the embedder imports transformers, which imports comet_ml, which reads some once.
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

@@ -3,9 +3,10 @@
 Token mode measures length with the embedding model's own tokenizer, so no chunk is longer
 than the model accepts (MiniLM silently truncates past 256 tokens otherwise).
 
-What is guaranteed (tests/test_properties.py checks it on arbitrary text): placing every
-chunk at its `start_char` reproduces the document. Each chunk is exactly the document text
-at that offset, chunks come in document order, and every character no chunk covers is
+What is guaranteed (tests/unit/test_properties.py and
+tests/integration/test_properties_tokens.py check it on arbitrary text): placing every chunk
+at its `start_char` reproduces the document. Each chunk is exactly the document text at that
+offset, chunks come in document order, and every character no chunk covers is
 whitespace the splitter trimmed at a seam. Nothing is truncated: a chunk over Milvus'
 VARCHAR limit (UTF-8 bytes) is split again into parts within both limits. For timed
 transcripts, `start_seconds` never decreases with `chunk_index`, and
@@ -197,8 +198,9 @@ class _OffsetSplitter(RecursiveCharacterTextSplitter):
     (langchain-text-splitters 1.x) step for step, on (offset, text) pairs. With the separator
     kept at the start of each piece (the default), the library's pieces are contiguous slices
     of the text, so a chunk starts at its first piece's offset plus the whitespace that
-    `strip` removes. tests/test_properties.py checks that the texts equal the library's own
-    `split_text` on arbitrary input, so a library change that would alter them is caught.
+    `strip` removes. tests/integration/test_properties_tokens.py checks that the texts equal
+    the library's own `split_text` on arbitrary input, so a library change that would alter
+    them is caught.
     """
 
     def split_with_offsets(self, text: str) -> list[tuple[int, str]]:

@@ -34,7 +34,7 @@ def hash_value(value: Any) -> str:
 
 
 def chunk_id(source_id: str, chunk_index: int, chunk_text: str) -> str:
-    """UUIDv5 of `source_id|chunk_index|sha256(text)` (design decision 1)."""
+    """UUIDv5 of `source_id|chunk_index|sha256(text)` (docs/architecture.md, decision 1)."""
     name = f"{source_id}|{chunk_index}|{sha256_text(chunk_text)}"
     return str(uuid.uuid5(CORPUSFLOW_NAMESPACE, name))
 

@@ -5,7 +5,7 @@ Overlapped, three threads share the work: one screens the items and plans each b
 (parsing and chunking), this thread embeds, one loads (Milvus upsert, stale deletes, the
 journal). Queues between them hold at most DEPTH batches, so memory stays bounded; batches
 are loaded in the order they were planned, each journaled as in the serial run, so ids,
-counts and crash safety are the same (tests/test_pipelined.py).
+counts and crash safety are the same (tests/integration/test_pipelined.py).
 """
 
 from __future__ import annotations

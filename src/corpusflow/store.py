@@ -81,7 +81,7 @@ def in_filter(field: str, values: Iterable[str]) -> str:
 
 
 def physical_name(alias: str, model_id: str, dimension: int) -> str:
-    """Collection name carrying model and dimension (design decision 3)."""
+    """Collection name carrying model and dimension (docs/architecture.md, decision 3)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", model_id).strip("_").lower()
     if len(slug) > 60:
         slug = slug[:48] + "_" + sha256_text(model_id)[:8]

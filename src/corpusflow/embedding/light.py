@@ -4,7 +4,7 @@ Why: importing sentence-transformers costs 4-8 s on these machines (it pulls in 
 scikit-learn, scipy and torch.distributed) before a single vector; torch alone costs about
 2 s. For the shipped MiniLM (BertModel, mean pooling, Normalize) this is the same forward
 pass with the same torch kernels: vectors match SentenceTransformer.encode within 2e-7
-(tests/test_cli_search.py checks allclose 1e-6). Any other model directory goes through
+(tests/e2e/test_cli_search.py checks allclose 1e-6). Any other model directory goes through
 sentence-transformers (`supports` says which).
 """
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from corpusflow.cli_support import command_context, fail
+from corpusflow.cli.support import command_context, fail
 
 versions_app = typer.Typer(
     help="Snapshot versions through DVC: read one back at any git revision.",

@@ -1,14 +1,9 @@
-"""Snapshot files: streamed with bounded memory to exactly the bytes of the in-memory
-writer, never written through a symlink or over a device, with the umask's mode, and no
-temporary file outliving a killed writer. Real Milvus Lite, MiniLM, kill -9, mknod."""
+"""The sample corpus' snapshot, streamed, has exactly the bytes of the in-memory writer. Real
+Milvus Lite and MiniLM. (The writer on its own: tests/unit/test_reliability_snapshot.py.)"""
 
 from __future__ import annotations
 
-import json
-import random
 from pathlib import Path
-
-import pytest
 
 from conftest import REPO
 from corpusflow.config import load_params
@@ -17,10 +12,7 @@ from corpusflow.pipeline import Context, extract, ingest, snapshot
 from corpusflow.snapshot import (
     SNAPSHOT_FORMAT,
     by_id,
-    write_snapshot,
 )
-
-TIMEOUT = 120.0
 
 
 def in_memory_bytes(header: dict, records: list[dict], queries: dict) -> bytes:
@@ -76,40 +68,6 @@ def test_the_sample_corpus_snapshot_has_the_same_bytes_as_the_in_memory_writer(
     assert Path(result.path).read_bytes() == expected
 
 
-def _random_record(rng: random.Random, i: int) -> dict:
-    alphabet = "aé€𝔘 \n\t\"\\'\u2028\u0000🎉עב"
-    text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
-    return {
-        "id": f"{rng.randrange(16**8):08x}-{i:04d}" if i % 7 else f"{rng.randrange(10):x}",
-        "text": text,
-        "chunk_index": rng.randint(-5, 10**12),
-        "start_seconds": rng.choice([None, rng.uniform(-1e6, 1e6), 0.1, 1e-300]),
-        "title": rng.choice(["", "T", text[::-1]]),
-        "nested": {"z": rng.random(), "a": [1, "x", None]},
-    }
-
-
-@pytest.mark.parametrize("run_size", [1, 7, 100, 10_000])
-def test_a_randomized_collection_streams_to_the_same_bytes(tmp_path, run_size):
-    rng = random.Random(run_size)
-    records = [_random_record(rng, i) for i in range(900)]  # ids repeat: stability matters
-    picked = [r for r in records if r["chunk_index"] % 3 == 0]
-    hits = [dict(r, score=round(rng.random(), 4)) for r in records[:5]]  # ranked, not sorted
-    header = {"collection": "c", "physical_collection": "c__m_384"}
-    result = write_snapshot(
-        tmp_path / "s.json",
-        header,
-        iter(records),
-        {"picked": by_id(iter(picked)), "hits": hits, "empty": by_id(iter([]))},
-        {"run_id": "r"},
-        run_size=run_size,
-    )
-    queries = {"picked": sorted(picked, key=lambda r: r["id"]), "hits": hits, "empty": []}
-    assert (tmp_path / "s.json").read_bytes() == in_memory_bytes(header, records, queries)
-    assert result.records == 900
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.manifest.json"]
-
-
 class Counted(dict):
     """A record that knows how many records are alive at once."""
 
@@ -123,26 +81,3 @@ class Counted(dict):
 
     def __del__(self):
         Counted.alive -= 1
-
-
-def test_the_writer_never_holds_more_than_one_run_of_records(tmp_path):
-    rng = random.Random(5)
-    Counted.alive = Counted.peak = 0
-
-    def records(n: int, tag: str):
-        for i in range(n):
-            yield Counted(_random_record(rng, i), id=f"{tag}{rng.random()}")
-
-    write_snapshot(
-        tmp_path / "s.json",
-        {"collection": "c"},
-        records(5000, "r"),
-        {"by_filter": by_id(records(3000, "q"))},
-        {},
-        run_size=50,
-    )
-    assert Counted.peak <= 51, Counted.peak  # one run in memory, plus the record arriving
-    data = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
-    assert data["count"] == 5000 and len(data["queries"]["by_filter"]) == 3000
-    ids = [r["id"] for r in data["records"]]
-    assert ids == sorted(ids)

@@ -1,5 +1,5 @@
-"""What every `corpusflow` command shares (cli.py, stages.py, versioning/comet_cli.py):
-the common options, and user errors as one `error: ...` line with exit code 2."""
+"""What every `corpusflow` command shares: the common options, and user errors as one
+`error: ...` line with exit code 2 (usage errors too, through `run_app`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from corpusflow.config import Params
 
 ParamsOpt = Annotated[
     str | None,
@@ -75,6 +78,17 @@ def require_paths(named: dict[str, Sequence[str]], where: str = "") -> None:
         for path in paths:
             if not os.path.lexists(path):
                 fail(f"{where}{option}: {path}: no such file or directory")
+
+
+def params_or_fail(path: str | None) -> Params:
+    """The params file, or its problem as one line and exit 2 (for the commands that need
+    no pipeline Context, such as `comet status` and `lineage`)."""
+    from corpusflow.config import ConfigError, load_params
+
+    try:
+        return load_params(path)
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 @contextmanager

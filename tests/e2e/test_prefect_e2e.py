@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 API = "http://127.0.0.1:4200/api"  # prefect.toml
-MARKER = "<!-- tests/test_prefect_e2e.py runs this block -->"
+MARKER = "<!-- tests/e2e/test_prefect_e2e.py runs this block -->"
 
 pytest_plugins = ["conftest_prefect"]
 

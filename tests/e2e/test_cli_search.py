@@ -30,7 +30,7 @@ comet:
 
 # The CLI's own runner in a fresh process, reporting afterwards whether torch was imported.
 RUN_AND_REPORT_TORCH = (
-    "import sys; from corpusflow.cli import app; from corpusflow.cli_support import run_app; "
+    "import sys; from corpusflow.cli import app; from corpusflow.cli.support import run_app; "
     "code = run_app(app, sys.argv[1:]); print('torch imported:', 'torch' in sys.modules); "
     "sys.stdout.flush(); import os; os._exit(code)"
 )
@@ -154,7 +154,7 @@ def test_ingest_progress_knows_its_totals(tmp_path):
     from rich.console import Console
     from rich.progress import Progress
 
-    from corpusflow.cli import IngestProgress, _input_names
+    from corpusflow.cli.ingest import IngestProgress, _input_names
 
     (tmp_path / "params.yaml").write_text(PARAMS)
     (tmp_path / "data").mkdir()

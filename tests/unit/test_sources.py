@@ -19,7 +19,7 @@ from corpusflow.sources.articles import ArticleColumns, iter_articles
 from corpusflow.sources.transcripts import iter_transcripts
 from corpusflow.sources.youtube import fetch_youtube, video_id_from
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "raw"
 
 
@@ -41,7 +41,7 @@ def write(path: Path, content: str | bytes) -> Path:
 # A YouTube auto-caption file as `yt-dlp --write-auto-subs` leaves it: every cue shows the
 # previous line again above the new one (which carries word timings), and 10 ms cues in
 # between repeat the finished line alone.
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sources"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 YT_AUTO_VTT = (FIXTURES / "Feeding Sourdough [abcDEF12345].en.vtt").read_text(encoding="utf-8")
 
 

@@ -1,8 +1,7 @@
-"""The `corpusflow` command: a thin Typer shell over corpusflow.pipeline."""
+"""`corpusflow ingest`: sources into Milvus, with progress bars on a terminal."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import sys
@@ -12,43 +11,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from corpusflow.cli_support import (
-    JsonOpt,
-    ParamsOpt,
-    command_context,
-    fail,
-    one_line,
-    require_paths,
-    run_app,
-)
+from corpusflow.cli.support import JsonOpt, ParamsOpt, command_context, fail, require_paths
 from corpusflow.models import Reject
-
-app = typer.Typer(
-    help="Transcripts and articles into Milvus, versioned snapshots out.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"corpusflow {version('corpusflow')}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    _version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
-        ),
-    ] = False,
-) -> None:
-    """Transcripts and articles into Milvus, versioned snapshots out."""
 
 
 def _err(line: str) -> None:
@@ -157,7 +121,6 @@ def _counts() -> Any:
     return Counts()
 
 
-@app.command()
 def ingest(
     transcripts: Annotated[
         list[str],
@@ -271,195 +234,3 @@ def _print_ingest(r: Any) -> None:
         typer.echo(f"  rejects: {r.rejects_file}")
     if r.duplicates and not r.dry_run:
         typer.echo(f"  duplicates: {r.duplicates_file}")
-
-
-snapshot_app = typer.Typer(
-    help="Write the collection as canonical JSON; `snapshot show --rev REV` reads a version back.",
-    pretty_exceptions_enable=False,
-)
-app.add_typer(snapshot_app, name="snapshot")
-
-
-@snapshot_app.callback(invoke_without_command=True)
-def snapshot(
-    tctx: typer.Context,
-    out: Annotated[
-        str | None, typer.Option(help="output path (default: snapshot.out in params)")
-    ] = None,
-    as_json: JsonOpt = False,
-    params: ParamsOpt = None,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version/--no-version",
-            help="record the snapshot as a DVC/Comet version and in the lineage ledger",
-        ),
-    ] = True,
-) -> None:
-    """Write the collection (and the named queries) as canonical JSON, then version it."""
-    from corpusflow import pipeline
-
-    if tctx.invoked_subcommand is not None:
-        return
-
-    with command_context(params) as ctx:
-        res = pipeline.snapshot(ctx, out)
-        versions = pipeline.version(ctx, res) if version else {}
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {"path": res.path, "records": res.records, "sha256": res.sha256, **versions},
-                sort_keys=True,
-                default=str,
-            )
-        )
-        return
-    typer.echo(f"{res.records} records -> {res.path}\n  sha256 {res.sha256}")
-    comet = versions.get("comet") or {}
-    if comet.get("ledger_version"):
-        where = comet.get("artifact_version") or comet.get("mode")
-        typer.echo(
-            f"  version {comet['ledger_version']} (Comet: {where}); see `corpusflow lineage`"
-        )
-    for name, value in versions.items():
-        if isinstance(value, dict) and "error" in value and name != "dvc":
-            _err(f"warning: {name} versioning failed: {value['error']}")
-
-
-@app.command()
-def search(
-    query: Annotated[str, typer.Argument(help="free text")],
-    k: Annotated[
-        int, typer.Option("-k", "--top-k", min=1, max=16384, metavar="N", help="hits to return")
-    ] = 5,
-    filter: Annotated[
-        str,
-        typer.Option(
-            "--filter", metavar="EXPR", help="Milvus filter, e.g. 'source_type == \"article\"'"
-        ),
-    ] = "",
-    as_json: JsonOpt = False,
-    params: ParamsOpt = None,
-) -> None:
-    """Semantic search; transcript hits link to the moment in the video."""
-    from corpusflow import pipeline
-
-    with command_context(params) as ctx:
-        _check_filter(ctx, filter)
-        hits = pipeline.search(ctx, query, k, filter)
-    if as_json:
-        typer.echo(json.dumps(hits, ensure_ascii=False))
-        return
-    if not hits:
-        typer.echo("no results")
-    for i, h in enumerate(hits, 1):
-        when = ""
-        if h.get("start_seconds") is not None:
-            when = f" [{_clock(h['start_seconds'])}-{_clock(h['end_seconds'])}]"
-        typer.echo(f"{i}. {h['score']:.3f}  {h['title'] or h['source_id']}{when}")
-        if h["url"]:
-            typer.echo(f"   {h['url']}")
-        snippet = " ".join(h["text"].split())
-        typer.echo(f"   {snippet[:200]}{'…' if len(snippet) > 200 else ''}")
-
-
-def _check_filter(ctx: Any, expr: str) -> None:
-    """Let Milvus judge a filter on a one-row query before anything loads the model (15-20 s),
-    so a typo fails at once and in words."""
-    physical = ctx.store.alias_target() if expr.strip() else None
-    if physical is None:  # no filter, or no collection (pipeline.search says so)
-        return
-    ctx.store.load(physical)
-    try:
-        ctx.store.client.query(physical, filter=expr, limit=1, output_fields=["id"])
-    except RecursionError:
-        why = "it is nested too deeply"
-    except Exception as exc:
-        if not type(exc).__module__.startswith("pymilvus"):
-            raise
-        why = one_line(str(exc))
-        if "recursion" in why:  # the parser gave up on the nesting
-            why = "it is nested too deeply"
-    else:
-        return
-    shown = expr if len(expr) <= 60 else expr[:57] + "..."
-    fail(f"--filter {shown!r} is not a valid Milvus filter: {why}")
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return (
-        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-    )
-
-
-@app.command()
-def stats(as_json: JsonOpt = False, params: ParamsOpt = None) -> None:
-    """Documents and chunks in the collection, by source type."""
-    from corpusflow import pipeline
-
-    with command_context(params) as ctx:
-        info = pipeline.stats(ctx)
-    if as_json:
-        typer.echo(json.dumps(info, sort_keys=True))
-    elif not info["exists"]:
-        typer.echo(f"{info['collection']}: empty (run `corpusflow ingest`)")
-    else:
-        by_type = info["by_source_type"]
-        docs = sum(v["documents"] for v in by_type.values())
-        typer.echo(
-            f"{info['collection']} -> {info['physical_collection']}: {docs} documents, "
-            f"{info['records']} chunks; model {', '.join(info['models'])}"
-        )
-        width = max(len(t) for t in by_type)
-        for kind, v in by_type.items():
-            typer.echo(f"  {kind:<{width}}  {v['documents']} documents, {v['chunks']} chunks")
-
-
-# --- sub-commands defined in their own modules (one registration line each) ---
-# (registrations go here)
-from corpusflow.versioning.comet_cli import (  # noqa: E402 - Comet sync, lineage, evaluation
-    comet_app,
-    evaluate_command,
-    lineage_command,
-)
-
-app.add_typer(comet_app, name="comet")
-app.command("lineage")(lineage_command)
-app.command("evaluate")(evaluate_command)
-
-from corpusflow.stages import show_cmd, stage_app, versions_app  # noqa: E402 - DVC stages, versions
-
-app.add_typer(stage_app, name="stage")
-app.add_typer(versions_app, name="versions")
-snapshot_app.command("show")(show_cmd)
-
-
-def main() -> None:
-    """Run the app, then leave without interpreter teardown.
-
-    pyarrow's C++ thread pools now and then abort the process during Python's final
-    teardown, after all work is done ("terminate called without an active exception",
-    apache/arrow#34314: about 1 run in 100 here with the CSV source), turning a success
-    into exit status 134. Every output is written by now, so atexit handlers run (Milvus
-    Lite, Comet, logging), streams are flushed, and the process ends with the app's code.
-    """
-    code: int = 0
-    try:
-        code = run_app(app)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-    finally:
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe must not change the exit code
-                pass
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

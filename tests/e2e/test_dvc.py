@@ -27,7 +27,7 @@ import yaml
 
 from corpusflow.versioning.dvc import read_snapshot, read_snapshot_bytes, snapshot_version_info
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DVC = str(BIN / "dvc")
 CLI = str(BIN / "corpusflow")

@@ -29,9 +29,9 @@ from conftest import REPO
 PROGRAMS = {"make", "source", "corpusflow", "dvc", "prefect", "milvus-lite", "export"}
 PATHS = (".venv/bin/", "../shared/tools/")
 SERVER = "needs a Milvus server at a placeholder host (network)"
-PREFECT = "starts a Prefect server and worker (ports, ~1 min); tests/test_prefect_e2e.py runs it"
-LITE_SERVER = "a server that runs until Ctrl-C; tests/test_store_backends.py starts it"
-LITE_CLIENT = "needs that milvus-lite server; its input paths are example names, not in the repo"
+PREFECT = (
+    "starts a Prefect server and worker (ports, ~1 min); tests/e2e/test_prefect_e2e.py runs it"
+)
 NOT_RUN = {
     "make test": "the test suite itself (~8 min): not a step to repeat inside one of its tests",
     "MILVUS_URI=http://milvus.example:19530 MILVUS_TOKEN=root:Milvus corpusflow ingest": SERVER,
@@ -44,18 +44,6 @@ NOT_RUN = {
     "prefect deployment run 'ingest/local' -p cleanup=full -p "
     "'transcripts=[\"data/raw/transcripts\"]' --watch": PREFECT,
     "prefect deployment run 'evaluate/local' -p snapshot=latest --watch": PREFECT,
-    "export MILVUS_URI=http://milvus.example.internal:19530": SERVER + "; it would also point "
-    "every later command in this shell at it",
-    "export MILVUS_TOKEN=corpusflow:s3cret": SERVER,
-    "corpusflow ingest && corpusflow snapshot": SERVER + " (the two exports above)",
-    "milvus-lite server --data-dir data/milvus.db --host 127.0.0.1 --port 19530": LITE_SERVER,
-    "MILVUS_URI=http://127.0.0.1:19530 corpusflow ingest --articles data/raw/a.csv": LITE_CLIENT,
-    "MILVUS_URI=http://127.0.0.1:19530 corpusflow ingest --transcripts data/raw/talks": (
-        LITE_CLIENT
-    ),
-    "../shared/tools/loopback-only .venv/bin/python -m pytest tests/test_store_backends.py": (
-        "a test module (it starts servers); it runs in the suite"
-    ),
 }
 ADAPTED = {
     # after `make run` there is one version: every snapshot above has the same bytes

@@ -12,6 +12,8 @@ else. Equivalently, concatenating the chunks minus their overlaps (the part of e
 before the furthest end reached so far) gives the document text with only whitespace
 removed at the seams. Timestamps: for timed transcripts
 `start_seconds` never decreases with `chunk_index`, and `start_seconds <= end_seconds`.
+Here: the parsers and the character chunker; the token chunker and the timestamps, with the
+real model's tokenizer, are in tests/integration/test_properties_tokens.py.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from hypothesis import strategies as st
 
 from corpusflow.chunking import Chunker, resolve_spec
 from corpusflow.config import Chunking
-from corpusflow.models import Document, Reject, Segment, Skipped
+from corpusflow.models import Document, Reject, Skipped
 from corpusflow.sources.articles import iter_articles
 from corpusflow.sources.transcripts import iter_transcripts
 
@@ -218,26 +220,6 @@ def count_tokens(embedder):
 @SETTINGS
 @given(
     text=_TEXT,
-    size=st.integers(4, 48),
-    overlap_part=st.floats(0, 0.5),
-    max_bytes=st.sampled_from([65_535, 64, 24]),
-)
-def test_token_chunks_reproduce_the_text(
-    count_tokens, embedder, text, size, overlap_part, max_bytes
-):
-    settings_ = Chunking(chunk_size=size, chunk_overlap=int(size * overlap_part))
-    spec = resolve_spec(settings_, embedder.model_id, embedder.max_tokens)
-    chunks = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(_doc(text))
-    assert_reproduces(text, chunks)
-    for c in chunks:
-        assert len(c.text.encode("utf-8")) <= max_bytes
-        if max_bytes == 65_535:  # the model never sees more than its limit
-            assert count_tokens(c.text) <= spec.chunk_size
-
-
-@SETTINGS
-@given(
-    text=_TEXT,
     size=st.integers(2, 60),
     overlap_part=st.floats(0, 0.9),
     max_bytes=st.sampled_from([65_535, 40]),
@@ -251,101 +233,3 @@ def test_character_chunks_reproduce_the_text(text, size, overlap_part, max_bytes
     chunks = Chunker(spec, max_text_bytes=max_bytes).split(_doc(text))
     assert_reproduces(text, chunks)
     assert all(len(c.text) <= size for c in chunks)
-
-
-_SEGMENT = st.builds(
-    lambda start, length, text: Segment(round(start, 3), round(start + length, 3), text),
-    st.floats(0, 5000, allow_nan=False),
-    st.floats(0, 30, allow_nan=False),
-    st.text(alphabet="ab cd\n🎉", max_size=40),
-)
-
-
-@SETTINGS
-@given(segments=st.lists(_SEGMENT, max_size=30), size=st.integers(4, 40))
-def test_chunk_timestamps_are_monotonic(count_tokens, embedder, segments, size):
-    segments = sorted(segments, key=lambda s: s.start)  # as every transcript parser yields them
-    doc = _doc("", segments)
-    assume(doc.text)
-    spec = resolve_spec(Chunking(chunk_size=size), embedder.model_id, embedder.max_tokens)
-    chunks = Chunker(spec, count_tokens).split(doc)
-    assert_reproduces(doc.text, chunks)
-    starts = [c.start_seconds for c in chunks]
-    assert starts == sorted(starts)
-    first, last = doc.segments[0].start, max(s.end for s in doc.segments)
-    for c in chunks:
-        assert first <= c.start_seconds <= c.end_seconds <= last
-
-
-def _clock(ms: int, comma: bool) -> str:
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    sec, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{sec:02d}{',' if comma else '.'}{ms:03d}"
-
-
-def _subtitle_file(cues: list[tuple[int, int, str]], srt: bool) -> str:
-    blocks = [
-        f"{n}\n{_clock(start, srt)} --> {_clock(start + length, srt)}\n{text}\n"
-        for n, (start, length, text) in enumerate(cues, 1)
-    ]
-    return ("" if srt else "WEBVTT\n\n") + "\n".join(blocks)
-
-
-_VALID_CUES = st.lists(
-    st.tuples(
-        st.integers(0, 10_000_000),
-        st.integers(0, 60_000),
-        st.lists(
-            st.sampled_from(["hello", "world", "🎉", "שלום", "<i>x</i>", "a b"]),
-            min_size=1,
-            max_size=6,
-        ).map(" ".join),
-    ),
-    min_size=1,
-    max_size=25,
-)
-
-
-@SETTINGS
-@given(cues=_VALID_CUES, srt=st.booleans())
-def test_parsed_subtitles_chunk_into_monotonic_timestamps(
-    scratch, count_tokens, embedder, cues, srt
-):
-    """Valid cues in any order, overlapping or not: parsed, then chunked."""
-    path = scratch / ("timed.srt" if srt else "timed.vtt")
-    path.write_text(_subtitle_file(cues, srt), encoding="utf-8")
-    (item,) = iter_transcripts([path])
-    assert isinstance(item, Document) and item.segments, item
-    spec = resolve_spec(Chunking(chunk_size=8, chunk_overlap=2), embedder.model_id, 254)
-    chunks = Chunker(spec, count_tokens).split(item)
-    assert_reproduces(item.text, chunks)
-    starts = [c.start_seconds for c in chunks]
-    assert starts == sorted(starts)
-    assert all(c.start_seconds <= c.end_seconds for c in chunks)
-
-
-@SETTINGS
-@given(
-    text=_TEXT,
-    size=st.integers(1, 60),
-    overlap_part=st.floats(0, 0.9),
-    tokens=st.booleans(),
-)
-def test_offset_splitter_gives_exactly_the_librarys_chunks(
-    count_tokens, text, size, overlap_part, tokens
-):
-    """Chunk texts (and so chunk ids) are langchain's own; only their offsets are added."""
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
-
-    from corpusflow.chunking import _OffsetSplitter
-
-    kwargs = {
-        "chunk_size": size,
-        "chunk_overlap": min(int(size * overlap_part), size - 1),
-        "length_function": count_tokens if tokens else len,
-    }
-    ours = _OffsetSplitter(**kwargs).split_with_offsets(text)
-    assert [piece for _, piece in ours] == RecursiveCharacterTextSplitter(**kwargs).split_text(text)
-    for start, piece in ours:
-        assert text[start : start + len(piece)] == piece

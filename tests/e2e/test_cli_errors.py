@@ -47,7 +47,7 @@ def every_command_path() -> list[list[str]]:
 
 def test_help_shows_no_python_types_anywhere(capsys, monkeypatch):
     from corpusflow.cli import app
-    from corpusflow.cli_support import run_app  # the entry point's runner, in process
+    from corpusflow.cli.support import run_app  # the entry point's runner, in process
 
     monkeypatch.setenv("COLUMNS", "200")
     paths = every_command_path()

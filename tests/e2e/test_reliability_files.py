@@ -5,9 +5,7 @@ outliving a killed writer. Real files, mknod (as root), kill -9, the `corpusflow
 from __future__ import annotations
 
 import json
-import os
 import signal
-import stat
 import subprocess
 import sys
 import textwrap
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLI
-from corpusflow.snapshot import SnapshotError, manifest_path, write_snapshot
+from corpusflow.snapshot import write_snapshot
 from test_faults import assert_one_line_error, wait_for
 
 TIMEOUT = 120.0
@@ -27,32 +25,6 @@ TIMEOUT = 120.0
 # ------------------------------------------------------------------------------------------
 def _write(path: Path) -> None:
     write_snapshot(path, {"collection": "c"}, iter([{"id": "a"}]), {}, {})
-
-
-@pytest.mark.parametrize("which", ["snapshot", "manifest"])
-@pytest.mark.parametrize("kind", ["symlink", "device", "fifo"])
-def test_a_target_that_is_not_a_regular_file_is_refused_and_left_as_it_is(tmp_path, kind, which):
-    path = tmp_path / "snap.json"
-    target = path if which == "snapshot" else manifest_path(path)
-    elsewhere = tmp_path / "elsewhere.json"
-    elsewhere.write_text("precious")
-    if kind == "symlink":
-        target.symlink_to(elsewhere)
-    elif kind == "device":
-        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # like /dev/null
-    else:
-        os.mkfifo(target)
-    before = os.lstat(target)
-    with pytest.raises(SnapshotError, match=f"{target.name} is a .*not a regular file"):
-        _write(path)
-    after = os.lstat(target)
-    assert (after.st_mode, after.st_ino, after.st_rdev) == (
-        before.st_mode,
-        before.st_ino,
-        before.st_rdev,
-    )
-    assert elsewhere.read_text() == "precious"
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_a_symlinked_snapshot_is_one_line_through_the_cli(tmp_path):
@@ -73,17 +45,6 @@ def test_a_symlinked_snapshot_is_one_line_through_the_cli(tmp_path):
     assert_one_line_error(run("snapshot", "--no-version"), "is a symlink, not a regular file")
     assert (tmp_path / "mine.json").read_text() == "mine"
     assert (snaps / "snapshot.json").is_symlink()
-
-
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
-def test_snapshot_and_manifest_get_the_mode_the_umask_allows(tmp_path, umask, mode):
-    old = os.umask(umask)
-    try:
-        _write(tmp_path / "s.json")
-    finally:
-        os.umask(old)
-    for name in ("s.json", "s.manifest.json"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
 
 
 # ------------------------------------------------------------------------------------------

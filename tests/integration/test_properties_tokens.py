@@ -1,0 +1,196 @@
+"""Property tests (hypothesis) on the chunker with the real model's tokenizer (the parsers' and
+the character chunker's properties are in tests/unit/test_properties.py).
+
+The exact property ("nothing lost"): placing every chunk at its `start_char` reproduces the
+document. Each chunk equals the document text at that offset, chunks are in document order,
+and every character that no chunk covers is whitespace the splitter trimmed at a seam.
+Timestamps: for timed transcripts `start_seconds` never decreases with `chunk_index`, and
+`start_seconds <= end_seconds`; the offset splitter gives exactly the library's chunks.
+"""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from corpusflow.chunking import Chunker, resolve_spec
+from corpusflow.config import Chunking
+from corpusflow.models import Document, Segment
+from corpusflow.sources.transcripts import iter_transcripts
+
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("props")
+
+
+# --- the chunker -----------------------------------------------------------------------------
+_PROSE = st.lists(
+    st.sampled_from(list("ab c\n\t.,") + ["é", "€", "🎉", "שׁ", "\u200f", "xyzzy", "  \n\n"]),
+    max_size=200,
+).map("".join)
+_REPETITIVE = st.builds(
+    lambda unit, n, tail: unit * n + tail,
+    st.text(alphabet="ab .\n", min_size=1, max_size=6),
+    st.integers(1, 80),
+    st.text(alphabet="ab .\n", max_size=5),
+)
+_TEXT = st.one_of(_PROSE, _REPETITIVE, st.text(alphabet=string.printable, max_size=300))
+
+
+def assert_reproduces(text: str, chunks) -> None:
+    """The exact property stated in the module docstring."""
+    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
+    starts = [c.start_char for c in chunks]
+    assert starts == sorted(starts), starts
+    covered = [False] * len(text)
+    for c in chunks:
+        assert c.text and c.text == c.text.strip()
+        assert text[c.start_char : c.start_char + len(c.text)] == c.text, c
+        covered[c.start_char : c.start_char + len(c.text)] = [True] * len(c.text)
+    lost = [ch for ch, seen in zip(text, covered, strict=True) if not seen and not ch.isspace()]
+    assert lost == [], lost
+    # the same, as concatenation minus overlaps
+    rebuilt, end = "", 0
+    for c in chunks:
+        rebuilt += c.text[max(0, end - c.start_char) :]
+        end = max(end, c.start_char + len(c.text))
+    assert "".join(rebuilt.split()) == "".join(text.split())
+
+
+def _doc(text: str, segments=()) -> Document:
+    if segments:
+        return Document.from_segments(list(segments), source_id="s", source_type="transcript")
+    return Document(source_id="s", source_type="transcript", text=text)
+
+
+@pytest.fixture(scope="module")
+def count_tokens(embedder):
+    return embedder.count_tokens
+
+
+@SETTINGS
+@given(
+    text=_TEXT,
+    size=st.integers(4, 48),
+    overlap_part=st.floats(0, 0.5),
+    max_bytes=st.sampled_from([65_535, 64, 24]),
+)
+def test_token_chunks_reproduce_the_text(
+    count_tokens, embedder, text, size, overlap_part, max_bytes
+):
+    settings_ = Chunking(chunk_size=size, chunk_overlap=int(size * overlap_part))
+    spec = resolve_spec(settings_, embedder.model_id, embedder.max_tokens)
+    chunks = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(_doc(text))
+    assert_reproduces(text, chunks)
+    for c in chunks:
+        assert len(c.text.encode("utf-8")) <= max_bytes
+        if max_bytes == 65_535:  # the model never sees more than its limit
+            assert count_tokens(c.text) <= spec.chunk_size
+
+
+_SEGMENT = st.builds(
+    lambda start, length, text: Segment(round(start, 3), round(start + length, 3), text),
+    st.floats(0, 5000, allow_nan=False),
+    st.floats(0, 30, allow_nan=False),
+    st.text(alphabet="ab cd\n🎉", max_size=40),
+)
+
+
+@SETTINGS
+@given(segments=st.lists(_SEGMENT, max_size=30), size=st.integers(4, 40))
+def test_chunk_timestamps_are_monotonic(count_tokens, embedder, segments, size):
+    segments = sorted(segments, key=lambda s: s.start)  # as every transcript parser yields them
+    doc = _doc("", segments)
+    assume(doc.text)
+    spec = resolve_spec(Chunking(chunk_size=size), embedder.model_id, embedder.max_tokens)
+    chunks = Chunker(spec, count_tokens).split(doc)
+    assert_reproduces(doc.text, chunks)
+    starts = [c.start_seconds for c in chunks]
+    assert starts == sorted(starts)
+    first, last = doc.segments[0].start, max(s.end for s in doc.segments)
+    for c in chunks:
+        assert first <= c.start_seconds <= c.end_seconds <= last
+
+
+def _clock(ms: int, comma: bool) -> str:
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    sec, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{sec:02d}{',' if comma else '.'}{ms:03d}"
+
+
+def _subtitle_file(cues: list[tuple[int, int, str]], srt: bool) -> str:
+    blocks = [
+        f"{n}\n{_clock(start, srt)} --> {_clock(start + length, srt)}\n{text}\n"
+        for n, (start, length, text) in enumerate(cues, 1)
+    ]
+    return ("" if srt else "WEBVTT\n\n") + "\n".join(blocks)
+
+
+_VALID_CUES = st.lists(
+    st.tuples(
+        st.integers(0, 10_000_000),
+        st.integers(0, 60_000),
+        st.lists(
+            st.sampled_from(["hello", "world", "🎉", "שלום", "<i>x</i>", "a b"]),
+            min_size=1,
+            max_size=6,
+        ).map(" ".join),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@SETTINGS
+@given(cues=_VALID_CUES, srt=st.booleans())
+def test_parsed_subtitles_chunk_into_monotonic_timestamps(
+    scratch, count_tokens, embedder, cues, srt
+):
+    """Valid cues in any order, overlapping or not: parsed, then chunked."""
+    path = scratch / ("timed.srt" if srt else "timed.vtt")
+    path.write_text(_subtitle_file(cues, srt), encoding="utf-8")
+    (item,) = iter_transcripts([path])
+    assert isinstance(item, Document) and item.segments, item
+    spec = resolve_spec(Chunking(chunk_size=8, chunk_overlap=2), embedder.model_id, 254)
+    chunks = Chunker(spec, count_tokens).split(item)
+    assert_reproduces(item.text, chunks)
+    starts = [c.start_seconds for c in chunks]
+    assert starts == sorted(starts)
+    assert all(c.start_seconds <= c.end_seconds for c in chunks)
+
+
+@SETTINGS
+@given(
+    text=_TEXT,
+    size=st.integers(1, 60),
+    overlap_part=st.floats(0, 0.9),
+    tokens=st.booleans(),
+)
+def test_offset_splitter_gives_exactly_the_librarys_chunks(
+    count_tokens, text, size, overlap_part, tokens
+):
+    """Chunk texts (and so chunk ids) are langchain's own; only their offsets are added."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from corpusflow.chunking import _OffsetSplitter
+
+    kwargs = {
+        "chunk_size": size,
+        "chunk_overlap": min(int(size * overlap_part), size - 1),
+        "length_function": count_tokens if tokens else len,
+    }
+    ours = _OffsetSplitter(**kwargs).split_with_offsets(text)
+    assert [piece for _, piece in ours] == RecursiveCharacterTextSplitter(**kwargs).split_text(text)
+    for start, piece in ours:
+        assert text[start : start + len(piece)] == piece

@@ -11,8 +11,6 @@ metrics files under metrics/pipeline/. See docs/dvc.md.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from corpusflow.cli_support import ParamsOpt, command_context, fail
+from corpusflow.files import write_json, write_lines
 from corpusflow.versioning.dvc_cli import show_cmd, versions_app  # noqa: F401 - cli.py imports
 
 if TYPE_CHECKING:
@@ -54,29 +53,6 @@ def _canonical(value: Any) -> str:
     from corpusflow.ids import canonical_json
 
     return canonical_json(value)
-
-
-def _write_atomic(path: Path, lines: Iterable[str]) -> int:
-    """Write `lines` to a temporary file and rename: a killed stage leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for line in lines:
-                out.write(line)
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Pretty, sorted JSON (diffable in git and by `dvc metrics diff`)."""
-    text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(path, [text])
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -186,7 +162,7 @@ def extract_stage(
             per_type[doc.source_type] = per_type.get(doc.source_type, 0) + 1
             yield document_line(doc)
 
-    n = _write_atomic(documents, lines())
+    n = write_lines(documents, lines())
     write_side_items(rejects, side)
     r = screen.result
     for source_type, count in per_type.items():
@@ -230,7 +206,7 @@ def chunk_stage(ctx: Context, documents: Path = DOCUMENTS, chunks: Path = CHUNKS
                 }
                 yield _canonical({**asdict(chunk), **extra}) + "\n"
 
-    n = _write_atomic(chunks, lines())
+    n = write_lines(chunks, lines())
     return {
         "chunks": n,
         "documents": sum(b["documents"] for b in by_type.values()),
@@ -345,9 +321,10 @@ def snapshot_stage(ctx: Context, out: str | None = None) -> dict[str, Any]:
     then pipeline.version, the versioning step every snapshot ends with (producer: this DVC
     stage, and the experiment under `dvc exp run`)."""
     from corpusflow import pipeline
+    from corpusflow.snapshot import read_head
 
     res = pipeline.snapshot(ctx, out)
-    snap = json.loads(Path(res.path).read_text(encoding="utf-8"))
+    snap = read_head(res.path)
     return {
         "records": res.records,
         "kilobytes": round(Path(res.path).stat().st_size / 1024, 1),

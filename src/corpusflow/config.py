@@ -26,6 +26,7 @@ from corpusflow.ids import hash_value, set_project_root
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_COMET_PROJECT = "corpusflow"  # when neither COMET_PROJECT_NAME nor comet.project
 
 
 class ConfigError(Exception):
@@ -170,7 +171,7 @@ class Comet(_Section):
     pending queue that `corpusflow comet sync` uploads later."""
 
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str | None = None  # COMET_PROJECT_NAME overrides; default "corpusflow"
+    project: str | None = None  # COMET_PROJECT_NAME overrides; default DEFAULT_COMET_PROJECT
     workspace: str | None = None  # COMET_WORKSPACE overrides; default: the key's own
     artifact: str = Field(default="milvus-query-results", pattern=r"^[A-Za-z0-9_.-]+$")
     artifact_type: str = "dataset"

@@ -91,3 +91,12 @@ def file_source_id(path: str | Path) -> str:
 def csv_source_id(path: str | Path, key: str) -> str:
     """`csv:<input key>:<row key>`: two CSVs with the same name in two folders never collide."""
     return f"csv:{input_key(path)}:{key}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (snapshots can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from fnmatch import fnmatch
 from pathlib import Path, PurePath
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from corpusflow.ids import hash_value, set_project_root
+from corpusflow.ids import PROJECT_MARKER, hash_value, set_project_root
 
-DEFAULT_PARAMS_FILE = "params.yaml"
+DEFAULT_PARAMS_FILE = PROJECT_MARKER  # params.yaml also marks the project root (ids.py)
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_COMET_PROJECT = "corpusflow"  # when neither COMET_PROJECT_NAME nor comet.project
 
@@ -58,6 +58,39 @@ class Sources(_Section):
     # file name or glob -> the columns of the CSVs it matches (first match wins; it replaces
     # `columns` for those files, fields it leaves out are auto-detected)
     columns_by_file: dict[str, Columns] = Field(default_factory=dict)
+
+
+class ChosenSources(NamedTuple):
+    """The inputs of one ingest, and whether they came from params.yaml."""
+
+    transcripts: list[str]
+    articles: list[str]
+    youtube: list[str]
+    from_params: bool
+
+
+def chosen_sources(
+    sources: Sources,
+    transcripts: list[str] | None = None,
+    articles: list[str] | None = None,
+    youtube: list[str] | None = None,
+    *,
+    option_prefix: str = "",
+) -> ChosenSources:
+    """The inputs named (command-line options, flow parameters), else params.yaml's
+    `sources`: one rule for the CLI and the flows. ConfigError when neither names any
+    (`option_prefix` "--" names them as the CLI's options in that message)."""
+    named = (transcripts or [], articles or [], youtube or [])
+    from_params = not any(named)
+    if from_params:
+        named = (sources.transcripts, sources.articles, sources.youtube)
+    if not any(named):
+        p = option_prefix
+        raise ConfigError(
+            f"nothing to ingest: give {p}transcripts, {p}articles or {p}youtube "
+            "(or sources in params.yaml)"
+        )
+    return ChosenSources(*(list(n) for n in named), from_params=from_params)
 
 
 def columns_for(path: str | Path, default: Columns, by_file: Mapping[str, Columns]) -> Columns:

@@ -2,7 +2,7 @@
 snapshot's bytes live in the DVC remote (for the Comet metadata).
 
 A plain library (no Typer) so downstream consumers and the Comet code can import it; the
-`corpusflow versions ...` commands in corpusflow.stages are a thin shell over it. DVC is
+`corpusflow versions ...` commands are a thin shell over it. DVC is
 imported inside the functions: it costs ~0.5 s and most corpusflow commands never need it.
 Nothing here opens a connection except to a remote the repository's DVC config names.
 """

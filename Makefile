@@ -5,14 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-# Offline-first: no telemetry, no hub downloads (see docs/architecture.md, decision 4).
+# Offline-first: no telemetry, no hub downloads (docs/architecture.md, decision 4). The same
+# list as corpusflow.OFFLINE_ENV (src/corpusflow/__init__.py), checked by tests/unit/test_offline_env.py.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
-export DO_NOT_TRACK := 1
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DVC_NO_ANALYTICS := 1
 export COMET_ERROR_TRACKING_ENABLE := false
+export COMET_DISABLE_ANNOUNCEMENT := true
+export COMET_DISABLE_AUTO_LOGGING := 1
+export COMET_LOGGING_CONSOLE := WARNING
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test test-fast lint clean

@@ -23,7 +23,7 @@ if _ROOT not in sys.path:
 from prefect import flow, get_run_logger, runtime  # noqa: E402
 
 from corpusflow import scaleout  # noqa: E402
-from corpusflow.config import ConfigError, Params, load_params  # noqa: E402
+from corpusflow.config import DEFAULT_PARAMS_FILE, ConfigError, Params, chosen_sources, load_params  # noqa: E402
 from corpusflow.models import Document  # noqa: E402
 from corpusflow.pipeline import Context, Ingestion, IngestResult, PipelineError  # noqa: E402
 from corpusflow.store import MilvusLockedError  # noqa: E402
@@ -48,7 +48,7 @@ def describe_sources(parameters: dict[str, Any]) -> str:
         for s in parameters.get(key) or []
     ]
     if not named:
-        return Path(str(parameters.get("params_file") or "params.yaml")).name
+        return Path(str(parameters.get("params_file") or DEFAULT_PARAMS_FILE)).name
     more = f" +{len(named) - NAMED_SOURCES}" if len(named) > NAMED_SOURCES else ""
     return ", ".join(named[:NAMED_SOURCES]) + more
 
@@ -103,7 +103,12 @@ def ingest(
             process (a CLI run) holds before failing.
     """
     params = _params(params_file)
-    transcripts, articles, youtube = _sources(params, transcripts, articles, youtube)
+    try:
+        transcripts, articles, youtube, _ = chosen_sources(
+            params.sources, transcripts, articles, youtube
+        )
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
     run_id = _run_id()
     progress = artifacts.RunProgress(run_id)
     rejects = tasks.Rejects(get_run_logger())
@@ -132,17 +137,6 @@ def ingest(
     artifacts.publish(result, summary, rejects.items)
     get_run_logger().info(artifacts.counts_line(result))
     return summary
-
-
-def _sources(params: Params, *named: list[str] | None) -> tuple[list[str], ...]:
-    """The named transcripts, articles and youtube lists, or params.yaml's sources."""
-    src = params.sources
-    chosen = named if any(named) else (src.transcripts, src.articles, src.youtube)
-    if not any(chosen):
-        raise PipelineError(
-            "nothing to ingest: give transcripts, articles or youtube (or sources in params.yaml)"
-        )
-    return tuple(list(c or []) for c in chosen)
 
 
 def _params(params_file: str | None) -> Params:

@@ -3,14 +3,16 @@
 import os as _os
 
 # Offline-first (docs/architecture.md, decision 4), set before any library can read them:
-# loading the embedder imports transformers, which imports comet_ml, which reads some once.
+# loading the embedder imports transformers, which imports comet_ml, which reads some of
+# these once. The one list: the Makefile's exports and prefect.yaml's work-pool env are
+# checked against it (tests/unit/test_offline_env.py), comet.COMET_ENV_DEFAULTS is its COMET_ part.
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
-    "COMET_ERROR_TRACKING_ENABLE": "false",
+    "COMET_ERROR_TRACKING_ENABLE": "false",  # no Sentry reports
     "COMET_DISABLE_ANNOUNCEMENT": "true",
-    "COMET_DISABLE_AUTO_LOGGING": "1",
+    "COMET_DISABLE_AUTO_LOGGING": "1",  # no import hooks patching torch & co.
     "COMET_LOGGING_CONSOLE": "WARNING",  # `corpusflow comet sync` uploads offline archives
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",

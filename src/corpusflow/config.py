@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from fnmatch import fnmatch
 from pathlib import Path, PurePath
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -23,10 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from corpusflow.ids import hash_value, set_project_root
+from corpusflow.ids import PROJECT_MARKER, hash_value, set_project_root
 
-DEFAULT_PARAMS_FILE = "params.yaml"
+DEFAULT_PARAMS_FILE = PROJECT_MARKER  # params.yaml also marks the project root (ids.py)
 LOCAL_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_COMET_PROJECT = "corpusflow"  # when neither COMET_PROJECT_NAME nor comet.project
 
 
 class ConfigError(Exception):
@@ -58,6 +59,39 @@ class Sources(_Section):
     # file name or glob -> the columns of the CSVs it matches (first match wins; it replaces
     # `columns` for those files, fields it leaves out are auto-detected)
     columns_by_file: dict[str, Columns] = Field(default_factory=dict)
+
+
+class ChosenSources(NamedTuple):
+    """The inputs of one ingest, and whether they came from params.yaml."""
+
+    transcripts: list[str]
+    articles: list[str]
+    youtube: list[str]
+    from_params: bool
+
+
+def chosen_sources(
+    sources: Sources,
+    transcripts: list[str] | None = None,
+    articles: list[str] | None = None,
+    youtube: list[str] | None = None,
+    *,
+    option_prefix: str = "",
+) -> ChosenSources:
+    """The inputs named (command-line options, flow parameters), else params.yaml's
+    `sources`: one rule for the CLI and the flows. ConfigError when neither names any
+    (`option_prefix` "--" names them as the CLI's options in that message)."""
+    named = (transcripts or [], articles or [], youtube or [])
+    from_params = not any(named)
+    if from_params:
+        named = (sources.transcripts, sources.articles, sources.youtube)
+    if not any(named):
+        p = option_prefix
+        raise ConfigError(
+            f"nothing to ingest: give {p}transcripts, {p}articles or {p}youtube "
+            "(or sources in params.yaml)"
+        )
+    return ChosenSources(*(list(n) for n in named), from_params=from_params)
 
 
 def columns_for(path: str | Path, default: Columns, by_file: Mapping[str, Columns]) -> Columns:
@@ -187,7 +221,7 @@ class Comet(_Section):
     pending queue that `corpusflow comet sync` uploads later."""
 
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str | None = None  # COMET_PROJECT_NAME overrides; default "corpusflow"
+    project: str | None = None  # COMET_PROJECT_NAME overrides; default DEFAULT_COMET_PROJECT
     workspace: str | None = None  # COMET_WORKSPACE overrides; default: the key's own
     artifact: str = Field(default="milvus-query-results", pattern=r"^[A-Za-z0-9_.-]+$")
     artifact_type: str = "dataset"

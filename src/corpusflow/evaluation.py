@@ -17,10 +17,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corpusflow.config import EvaluationQuery
-from corpusflow.pipeline import Context, EmbedCounts, PipelineError, embed_texts, new_run_id
+from corpusflow.context import Context, new_run_id
+from corpusflow.embedding.cached import EmbedCounts
+from corpusflow.models import PipelineError
+
+if TYPE_CHECKING:
+    from corpusflow.versioning.settings import CometSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -110,78 +115,23 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate retrieval on snapshot `snapshot` (latest, v2, a sha prefix, or a Comet
     version/alias; default `evaluation.snapshot`) and record this run as its consumer."""
-    from corpusflow.versioning.comet import (
-        CometSettings,
-        end_experiment,
-        queue_consumption,
-        start_experiment,
-    )
-    from corpusflow.versioning.lineage import LineageError
+    from corpusflow.versioning.comet import end_experiment, start_experiment
+    from corpusflow.versioning.settings import CometSettings
 
     started = time.monotonic()
     conf = ctx.params.evaluation
     ref = snapshot or conf.snapshot
-    k = k or conf.k
     queries = list(conf.queries if queries is None else queries)
     if not queries:
         raise PipelineError("no evaluation queries: add `evaluation: queries:` to params.yaml")
-    run_id = run_id or new_run_id()
     settings = CometSettings.from_params(ctx.params)
-
     exp, mode = (None, "disabled")
     if settings.mode != "disabled":
         exp, mode = start_experiment(settings, f"evaluate {ref}", ["corpusflow", "evaluation"])
     archive = None
     try:
-        try:
-            used = _use(settings, ref, exp, mode, ctx)
-        except LineageError as exc:
-            raise PipelineError(str(exc)) from None
-        outcomes, model = _run_queries(ctx, used.path, queries, k)
-        hit_rate, mrr = score(outcomes, k)
-        pending_id = None
-        if exp is not None and used.source != "comet":  # let `comet sync` record it later
-            pending_id = queue_consumption(
-                settings, exp.id, used.sha256, ref, offline=mode == "offline"
-            )
-        result = EvaluationResult(
-            run_id=run_id,
-            k=k,
-            queries=len(outcomes),
-            hit_rate=hit_rate,
-            mrr=mrr,
-            snapshot=used.to_dict(),
-            model=model,
-            mode=mode,
-            experiment_key=exp.id if exp is not None else None,
-            comet_recorded=used.source == "comet",
-            pending_id=pending_id,
-            archive=None,
-            seconds=0.0,
-            per_query=outcomes,
-        )
-        if exp is not None:
-            _log_to_experiment(exp, result, used, ref)
-        settings.ledger.append(
-            {
-                "event": "consumed",
-                "sha256": used.sha256,
-                "version": used.version or settings.ledger.version_of(used.sha256),
-                "reference": ref,
-                "consumer": {
-                    "kind": "evaluation",
-                    "run_id": run_id,
-                    "experiment_key": result.experiment_key,
-                    "mode": mode,
-                },
-                "comet": {
-                    "artifact": used.artifact,
-                    "version": used.comet_version,
-                    "recorded": result.comet_recorded,
-                    "pending_id": pending_id,
-                },
-                "metrics": result.metrics,
-            }
+        result = _evaluate(
+            ctx, settings, ref, k or conf.k, queries, run_id or new_run_id(), exp, mode
         )
     finally:
         if exp is not None:
@@ -191,7 +141,80 @@ def evaluate(
     return result
 
 
-def _use(settings: Any, ref: str, exp: Any, mode: str, ctx: Context) -> Any:
+def _evaluate(
+    ctx: Context,
+    settings: CometSettings,
+    ref: str,
+    k: int,
+    queries: list[EvaluationQuery],
+    run_id: str,
+    exp: Any,
+    mode: str,
+) -> EvaluationResult:
+    """The evaluation inside its experiment: the snapshot, the queries, the scores, and
+    the consumption (in the experiment, the pending queue when Comet has not recorded it,
+    and the ledger)."""
+    from corpusflow.versioning.queue import queue_consumption
+    from corpusflow.versioning.views import LineageError
+
+    try:
+        used = _use(settings, ref, exp, mode, ctx)
+    except LineageError as exc:
+        raise PipelineError(str(exc)) from None
+    outcomes, model = _run_queries(ctx, used.path, queries, k)
+    hit_rate, mrr = score(outcomes, k)
+    pending_id = None
+    if exp is not None and used.source != "comet":  # let `comet sync` record it later
+        pending_id = queue_consumption(
+            settings, exp.id, used.sha256, ref, offline=mode == "offline"
+        )
+    result = EvaluationResult(
+        run_id=run_id,
+        k=k,
+        queries=len(outcomes),
+        hit_rate=hit_rate,
+        mrr=mrr,
+        snapshot=used.to_dict(),
+        model=model,
+        mode=mode,
+        experiment_key=exp.id if exp is not None else None,
+        comet_recorded=used.source == "comet",
+        pending_id=pending_id,
+        archive=None,
+        seconds=0.0,
+        per_query=outcomes,
+    )
+    if exp is not None:
+        _log_to_experiment(exp, result, used, ref)
+    _record_consumed(settings, result, used, ref)
+    return result
+
+
+def _record_consumed(
+    settings: CometSettings, result: EvaluationResult, used: Any, ref: str
+) -> None:
+    """This run as the snapshot's consumer, in the lineage ledger."""
+    settings.ledger.record_consumed(
+        used.sha256,
+        used.version,
+        ref,
+        {
+            "kind": "evaluation",
+            "run_id": result.run_id,
+            "experiment_key": result.experiment_key,
+            "mode": result.mode,
+        },
+        {
+            "artifact": used.artifact,
+            "version": used.comet_version,
+            "recorded": result.comet_recorded,
+            "pending_id": result.pending_id,
+        },
+        result.metrics,
+    )
+
+
+def _use(settings: CometSettings, ref: str, exp: Any, mode: str, ctx: Context) -> Any:
     """The snapshot through Comet when online (falling back to local bytes), else locally."""
     from corpusflow.versioning.lineage import use_snapshot
 
@@ -207,7 +230,7 @@ def _use(settings: Any, ref: str, exp: Any, mode: str, ctx: Context) -> Any:
                 ref,
                 experiment=exp,
                 workspace=settings.workspace,
-                dest=settings.offline_dir / "downloads" / f"{settings.artifact}-{exp.id[:8]}",
+                dest=settings.downloads_dir / f"{settings.artifact}-{exp.id[:8]}",
                 ledger=settings.ledger,
             )
         except Exception as exc:  # not in Comet yet (pending), or Comet failed mid-run
@@ -218,10 +241,10 @@ def _use(settings: Any, ref: str, exp: Any, mode: str, ctx: Context) -> Any:
 def _run_queries(
     ctx: Context, path: str | Path, queries: list[EvaluationQuery], k: int
 ) -> tuple[list[QueryOutcome], str]:
-    from corpusflow.versioning.comet import iter_snapshot_records
+    from corpusflow.snapshot import iter_records
 
-    records = [r for r in iter_snapshot_records(path) if r.get("text")]
-    vectors = embed_texts(ctx, [r["text"] for r in records], EmbedCounts())
+    records = [r for r in iter_records(path) if r.get("text")]
+    vectors = ctx.embed_texts([r["text"] for r in records], EmbedCounts())
     query_vectors = ctx.embedder.embed([q.query for q in queries])
     depth = max(k, 10)
     ranked = rank_sources(query_vectors, vectors, [r["source_id"] for r in records], depth)

@@ -102,3 +102,33 @@ def file_source_id(path: str | Path) -> str:
 def csv_source_id(path: str | Path, key: str) -> str:
     """`csv:<input key>:<row key>`: two CSVs with the same name in two folders never collide."""
     return f"csv:{input_key(path)}:{key}"
+
+
+def csv_row_key(row_id: str, url: str, title: str, text: str) -> tuple[str, str]:
+    """(row key, what it is made from: "id", "url", "title and text" or "text"): the id;
+    else a hash of the url; else of the title and text (distinct stories sharing a headline
+    stay distinct); else of the text. ("", "") when there is nothing to make it from."""
+    if row_id:
+        return row_id, "id"
+    if url:
+        return sha256_text(url)[:16], "url"
+    if title:
+        return (sha256_text(f"{title}\n{text}")[:16], "title and text") if text else ("", "")
+    if text:
+        return sha256_text(text)[:16], "text"
+    return "", ""
+
+
+def youtube_source_id(video_id: str) -> str:
+    """`youtube:<11-character video id>`: the same video is one source however it came in
+    (a live fetch, a yt-dlp download, a transcript named after it)."""
+    return f"youtube:{video_id}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (snapshots can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -27,17 +27,6 @@ SNAPSHOT_FIELDS = [f for f in SCALAR_FIELDS if f != "run_id"]  # run ids are pro
 SEARCH_FIELDS = [f for f in SCALAR_FIELDS if f not in ("run_id", "doc_hash", "chunker")]
 
 
-def embed_texts(
-    ctx: Context,
-    texts: Sequence[str],
-    counts: EmbedCounts,
-    progress: Progress | None = None,
-    embed_fn: EmbedFn | None = None,
-) -> list[list[float]]:
-    """Vectors for `texts` in order through the context's cache (embedding/cached.py)."""
-    return ctx.embed_texts(texts, counts, progress, embed_fn)
-
-
 def ingest(
     ctx: Context,
     items: Iterable[SourceItem] | None = None,
@@ -196,7 +185,6 @@ __all__ = [
     "StoreError",
     "deep_link",
     "duplicates_path",
-    "embed_texts",
     "extract",
     "ingest",
     "new_run_id",

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 REDACTED = "***"
@@ -31,6 +32,10 @@ SECRET_ENV = (
 )
 URL_ENV = ("MILVUS_URI", "OPENAI_BASE_URL", "COMET_URL_OVERRIDE")
 MIN_SECRET = 6  # shorter values would redact ordinary words
+SECRET_KEY = re.compile(
+    r"(^|[_.-])(api_?key|access_?key|secret(_?key)?|token|password|passwd|credentials?|auth)$",
+    re.IGNORECASE,
+)
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 _cache: dict[tuple[str, ...], list[str]] = {}
 
@@ -77,6 +82,22 @@ def redact(text: str, extra: Iterable[str | None] = ()) -> str:
         if needle in text:
             text = text.replace(needle, REDACTED)
     return URL_USERINFO.sub(lambda m: m.group("scheme") + REDACTED + "@", text)
+
+
+def scrub(value: Any, secrets: list[str] | None = None) -> Any:
+    """`value` (JSON-like: params, metadata, messages) with anything that looks like a
+    secret replaced: values under keys named like one, the values of secret environment
+    variables, and user:password@ in URLs."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if SECRET_KEY.search(str(k)) and v not in (None, "") else scrub(v, secrets)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        return redact(value, secrets or ())
+    return value
 
 
 def safe_url(url: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from corpusflow.inputs import Inputs
 from corpusflow.models import Document, IngestResult, Reject, Skipped, SourceItem, Unchanged
+from corpusflow.sources.files import Seen
 from corpusflow.store import VARCHAR_FIELDS
 
 
@@ -31,7 +32,7 @@ class RejectLog:
         self.items.append(reject)
         if not self.enabled:
             return
-        from corpusflow.versioning.lineage import append_jsonl  # a torn last line stays apart
+        from corpusflow.files import append_jsonl  # a torn last line stays apart
 
         entry = {"run_id": self.run_id, "time": datetime.now(UTC).isoformat(), **asdict(reject)}
         append_jsonl(self.path, entry)
@@ -61,7 +62,7 @@ class Screener:
     ):
         self.result, self.rejects, self.on_reject = result, rejects, on_reject
         self.inputs, self.duplicates = inputs, duplicates
-        self.seen: dict[str, str] = {}  # source id -> origin, to catch duplicates across inputs
+        self.seen = Seen()  # first occurrence of each source id, across inputs
         self.protected: set[str] = set()  # rejected this run: `full` cleanup must keep them
 
     def reject(self, item: Reject, input_counted: bool = False) -> None:
@@ -104,7 +105,6 @@ class Screener:
 
     def screen(self, items: Iterable[SourceItem]) -> Iterator[Document]:
         """Documents to process: rejects logged, duplicates counted, each source id once."""
-        hashes: dict[str, str] = {}
         for item in items:
             if isinstance(item, Reject):
                 self.reject(item)
@@ -112,11 +112,14 @@ class Screener:
                 (self._duplicate if item.duplicate else self._skip)(item)
             elif isinstance(item, Unchanged):
                 self._unchanged(item)
-            elif item.source_id in hashes or (
+            elif item.source_id in self.seen or (
                 self.inputs is not None and self.inputs.met_unchanged(item.source_id)
             ):
-                first = self.seen.get(item.source_id, "an unchanged input")
-                if hashes.get(item.source_id) == item.content_hash:
+                first = self.seen.first(item.source_id) or "an unchanged input"
+                verdict = (
+                    self.seen.check(item, item.origin) if item.source_id in self.seen else None
+                )
+                if verdict is not None and verdict[0] == "same":
                     why = f"duplicate of {first}"
                     self._duplicate(Skipped(item.origin, item.source_type, why, "", item.source_id))
                 else:
@@ -125,8 +128,7 @@ class Screener:
             elif reason := _oversized_field(item):
                 self.reject(Reject(item.origin, item.source_type, reason, source_id=item.source_id))
             else:
-                hashes[item.source_id] = item.content_hash
-                self.seen[item.source_id] = item.origin
+                self.seen.check(item, item.origin)
                 self.result.count(item.source_type, "inputs")
                 if self.inputs is not None:
                     self.inputs.document(item)

@@ -22,19 +22,18 @@ writer left behind are removed by the next write.
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import heapq
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from corpusflow.files import remove_stale_temps, temp_beside
 from corpusflow.ids import canonical_json
 
 SNAPSHOT_FORMAT = 1
@@ -90,7 +89,7 @@ class _SortedRuns:
 
     def _spill(self) -> None:
         self._buffer.sort(key=lambda r: r["id"])
-        with _temp_beside(self.target, self.temps, sync=False) as out:
+        with temp_beside(self.target, self.temps, sync=False) as out:
             for record in self._buffer:
                 out.write(f"{json.dumps(record['id'])}\t{canonical_json(record)}\n".encode())
         self._runs.append(self.temps[-1])
@@ -135,12 +134,12 @@ def write_snapshot(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         for target in (path, mpath):
-            _remove_stale_temps(target)
+            remove_stale_temps(target)
         sort = lambda rows: _SortedRuns(path, run_size, temps).add_all(rows)  # noqa: E731
         ordered = sort(records)
         streams = {k: sort(v.rows) if isinstance(v, by_id) else v for k, v in queries.items()}
         first = len(temps)
-        with _temp_beside(path, temps) as out:
+        with temp_beside(path, temps) as out:
 
             def emit(text: str) -> None:
                 data = text.encode("utf-8")
@@ -156,7 +155,7 @@ def write_snapshot(
         snapshot_temp = temps[first]
         sha = digest.hexdigest()
         meta = dict(manifest, snapshot=path.name, sha256=sha, count=ordered.count)
-        with _temp_beside(mpath, temps) as out:
+        with temp_beside(mpath, temps) as out:
             out.write(_manifest_bytes(meta))
         os.replace(snapshot_temp, path)  # nothing is replaced until both files are complete
         os.replace(temps[-1], mpath)
@@ -191,8 +190,58 @@ def round_score(score: float) -> float:
     return round(float(score), SCORE_DECIMALS)
 
 
+# ----------------------------------------------------------------------------------------
+# reading snapshots: the one place that knows their layout
+# ----------------------------------------------------------------------------------------
+RECORDS_OPEN = '"records":['  # how the canonical writer's first line ends
+
+
+def parse_snapshot(data: bytes | str) -> dict[str, Any]:
+    """A snapshot's bytes (e.g. read back from DVC at a git revision), parsed."""
+    return json.loads(data)
+
+
 def read_snapshot(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The whole snapshot, parsed (records included: for small ones and tests)."""
+    return parse_snapshot(Path(path).read_text(encoding="utf-8"))
+
+
+def read_head(path: str | Path) -> dict[str, Any]:
+    """The snapshot without its records (header fields and query results), reading only
+    its first line when it has the canonical layout."""
+    with open(path, encoding="utf-8") as f:
+        head = f.readline().rstrip()
+        f.seek(0)
+        whole = json.loads(head + "]}") if head.endswith(RECORDS_OPEN) else json.load(f)
+    whole.pop("records", None)
+    return whole
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a snapshot file, streamed line by line (the canonical writer puts one
+    record per line); any other JSON layout is read whole."""
+    with open(path, encoding="utf-8") as f:
+        head = f.readline()
+        if not head.rstrip().endswith(RECORDS_OPEN):
+            f.seek(0)
+            yield from json.load(f).get("records", [])
+            return
+        for line in f:
+            line = line.strip()
+            if not line or line == "]}":
+                continue
+            yield json.loads(line[1:] if line.startswith(",") else line)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest beside the snapshot at `path`; {} when there is none or it is unreadable."""
+    mpath = manifest_path(path)
+    if not mpath.exists():
+        return {}
+    try:
+        return json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _refuse_non_regular(target: Path) -> None:
@@ -213,55 +262,6 @@ def _refuse_non_regular(target: Path) -> None:
         f"cannot write snapshot: {target} is {kind}, not a regular file, and is never "
         "replaced; remove it or set snapshot.out to another path"
     )
-
-
-def _remove_stale_temps(target: Path) -> None:
-    """Temporary files of our naming (`<target>.<pid>-<random>.tmp`) whose writer is no
-    longer running: what a killed write left behind."""
-    for tmp in target.parent.glob(f"{glob.escape(target.name)}.*-*.tmp"):
-        pid = tmp.name[len(target.name) + 1 :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    current = os.umask(0o022)  # no /proc: read it the only other way, and put it back
-    os.umask(current)
-    return current
-
-
-@contextmanager
-def _temp_beside(target: Path, temps: list[Path], sync: bool = True) -> Iterator[BinaryIO]:
-    """A binary file under a temporary name next to `target` (same file system, so the
-    rename is atomic), with the mode the umask gives new files, flushed and fsynced when
-    the block ends; recorded in `temps`."""
-    prefix = f"{target.name}.{os.getpid()}-"
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
-    temps.append(Path(tmp))
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 whatever the umask
-    with os.fdopen(fd, "wb") as out:
-        yield out
-        out.flush()
-        if sync:
-            os.fsync(out.fileno())
 
 
 def _manifest_bytes(value: dict[str, Any]) -> bytes:

@@ -11,14 +11,14 @@ data/work/runs/, never into the metrics under metrics/pipeline/. See docs/dvc.md
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from corpusflow.files import write_json, write_lines
 
 if TYPE_CHECKING:
     from corpusflow.config import Params
@@ -34,7 +34,7 @@ LOADED = WORK / "load.json"
 METRICS = Path("metrics/pipeline")  # counts that describe the data: DVC metrics
 PLOTS = Path("metrics/plots")  # the same counts as rows, for `dvc plots`
 RUNS = WORK / "runs"  # what describes one run (seconds, embedded, cache hits): not metrics
-EMBED_SLICE = 2048  # texts handed to embed_texts at once: bounds the vectors held in memory
+EMBED_SLICE = 2048  # texts handed to Context.embed_texts at once: bounds the vectors held in memory
 
 
 # ----------------------------------------------------------------------------------------
@@ -44,29 +44,6 @@ def _canonical(value: Any) -> str:
     from corpusflow.ids import canonical_json
 
     return canonical_json(value)
-
-
-def _write_atomic(path: Path, lines: Iterable[str]) -> int:
-    """Write `lines` to a temporary file and rename: a killed stage leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for line in lines:
-                out.write(line)
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
-
-
-def write_json(path: Path, value: Any) -> None:
-    """Pretty, sorted JSON (diffable in git and by `dvc metrics diff`)."""
-    text = json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(path, [text])
 
 
 def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -176,7 +153,7 @@ def extract_stage(
             per_type[doc.source_type] = per_type.get(doc.source_type, 0) + 1
             yield document_line(doc)
 
-    n = _write_atomic(documents, lines())
+    n = write_lines(documents, lines())
     write_side_items(rejects, side)
     r = screen.result
     for source_type, count in per_type.items():
@@ -220,7 +197,7 @@ def chunk_stage(ctx: Context, documents: Path = DOCUMENTS, chunks: Path = CHUNKS
                 }
                 yield _canonical({**asdict(chunk), **extra}) + "\n"
 
-    n = _write_atomic(chunks, lines())
+    n = write_lines(chunks, lines())
     return {
         "chunks": n,
         "documents": sum(b["documents"] for b in by_type.values()),
@@ -238,15 +215,15 @@ def _hashes_digest(hashes: Iterable[str]) -> str:
 
 
 def embed_stage(ctx: Context, chunks: Path = CHUNKS, out: Path = EMBEDDINGS) -> dict[str, Any]:
-    """Every chunk text into the persistent embedding cache (pipeline.embed_texts: cached
+    """Every chunk text into the persistent embedding cache (Context.embed_texts: cached
     texts are not embedded again); embeddings.json says which model and which texts."""
-    from corpusflow.pipeline import EmbedCounts, embed_texts
+    from corpusflow.pipeline import EmbedCounts
 
     texts = [row["text"] for row in _read_jsonl(chunks)]
     hashes = [row["text_hash"] for row in _read_jsonl(chunks)]
     counts = EmbedCounts()
     for i in range(0, len(texts), EMBED_SLICE):
-        embed_texts(ctx, texts[i : i + EMBED_SLICE], counts)
+        ctx.embed_texts(texts[i : i + EMBED_SLICE], counts)
     write_json(
         out,
         {
@@ -335,9 +312,10 @@ def snapshot_stage(ctx: Context, out: str | None = None) -> dict[str, Any]:
     then pipeline.version, the versioning step every snapshot ends with (producer: this DVC
     stage, and the experiment under `dvc exp run`)."""
     from corpusflow import pipeline
+    from corpusflow.snapshot import read_head
 
     res = pipeline.snapshot(ctx, out)
-    snap = json.loads(Path(res.path).read_text(encoding="utf-8"))
+    snap = read_head(res.path)
     return {
         "records": res.records,
         "kilobytes": round(Path(res.path).stat().st_size / 1024, 1),

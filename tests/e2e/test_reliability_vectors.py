@@ -23,7 +23,7 @@ import yaml
 from conftest import CLI
 from corpusflow.config import Env
 from corpusflow.embedding import EmbeddingError, make_embedder
-from corpusflow.pipeline import Context, EmbedCounts, embed_texts
+from corpusflow.pipeline import Context, EmbedCounts
 from openai_stub import Fault, hash_vector, openai_settings, serve
 from test_faults import assert_one_line_error
 
@@ -234,12 +234,12 @@ def test_bad_endpoint_vectors_are_refused_and_never_cached(make_ctx, tmp_path, a
         spoil, fragment = BAD_ANSWERS[answer]
         spoil(stub, len(texts))
         with pytest.raises(EmbeddingError, match=fragment):
-            embed_texts(ctx, texts, EmbedCounts())
+            ctx.embed_texts(texts, EmbedCounts())
         assert ctx.cache.count() == 0  # nothing of a bad answer is kept
 
         stub.vectors = normal  # the endpoint is fixed: everything is embedded, none reused
         counts = EmbedCounts()
-        vectors = embed_texts(ctx, texts, counts)
+        vectors = ctx.embed_texts(texts, counts)
         assert (counts.embedded, counts.cache_hits, ctx.cache.count()) == (3, 0, 3)
         expected = np.array([hash_vector(t, 16) for t in texts])
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)

@@ -12,10 +12,11 @@ import requests
 from requests.adapters import BaseAdapter
 from youtube_transcript_api import YouTubeTranscriptApi
 
+from corpusflow.config import Columns
 from corpusflow.ids import sha256_text
 from corpusflow.models import Document, Reject, Segment, Skipped
 from corpusflow.sources import articles as articles_mod
-from corpusflow.sources.articles import ArticleColumns, iter_articles
+from corpusflow.sources.articles import iter_articles
 from corpusflow.sources.transcripts import iter_transcripts
 from corpusflow.sources.youtube import fetch_youtube, video_id_from
 
@@ -395,9 +396,9 @@ def test_csv_column_autodetect_and_override(tmp_path):
         "2023",
         "Long body text.",
     )
-    (override,) = arts([path], columns=ArticleColumns(text="summary", title="Byline"))
+    (override,) = arts([path], columns=Columns(text="summary", title="Byline"))
     assert override.text == "Short." and override.title == "Marcus"
-    (missing,) = arts([path], columns=ArticleColumns(text="story"))
+    (missing,) = arts([path], columns=Columns(text="story"))
     assert isinstance(missing, Reject)
     assert "'story' set in sources.columns.text is not in the CSV header" in missing.reason
 

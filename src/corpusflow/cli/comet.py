@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from corpusflow.cli.support import JsonOpt, ParamsOpt, errors_as_lines, fail, params_or_fail
+from corpusflow.cli.support import JsonOpt, ParamsOpt, emit, errors_as_lines, fail, params_or_fail
 
 comet_app = typer.Typer(
     help="Comet: upload offline runs and pending snapshot versions; version a snapshot.",
@@ -23,11 +23,14 @@ comet_app = typer.Typer(
 )
 
 
+ForceUploadOpt = Annotated[
+    bool, typer.Option("--force-upload", help="re-upload archives Comet already has")
+]
+
+
 @comet_app.command("sync")
 def sync_command(
-    force_upload: Annotated[
-        bool, typer.Option("--force-upload", help="re-upload archives Comet already has")
-    ] = False,
+    force_upload: ForceUploadOpt = False,
     as_json: JsonOpt = False,
     params: ParamsOpt = None,
 ) -> None:
@@ -37,24 +40,7 @@ def sync_command(
 
     with errors_as_lines():
         report = sync(params_or_fail(params), force_upload=force_upload)
-    if as_json:
-        typer.echo(json.dumps(report, sort_keys=True))
-    else:
-        typer.echo(
-            f"archives uploaded {len(report['archives_uploaded'])}, "
-            f"failed {len(report['archives_failed'])}; "
-            f"artifact versions logged {len(report['artifacts_logged'])}, "
-            f"consumers recorded {len(report['consumers_recorded'])}; "
-            f"still pending {report['remaining']}"
-        )
-        for a in report["artifacts_logged"]:
-            typer.echo(f"  {a['sha256'][:12]} -> version {a['version']}")
-        for q in report["archives_quarantined"]:
-            typer.echo(f"  quarantined: {q['archive']}: {q['problem']}", err=True)
-        for f in report["archives_failed"]:
-            typer.echo(f"  failed: {f['archive']}: {f['error']}", err=True)
-        if report["error"]:
-            typer.echo(f"  stopped: {report['error']}", err=True)
+    emit(report, as_json, lambda: _print_sync(report))
     if report["error"] or report["archives_failed"]:
         raise typer.Exit(1)
 
@@ -100,10 +86,26 @@ def record_command(
     comet = out["comet"]
     if "error" in comet:
         fail(f"versioning failed: {comet['error']}")
-    if as_json:
-        typer.echo(json.dumps(out, sort_keys=True))
-    else:
-        typer.echo(
-            f"{comet['ledger_version']} sha256 {comet['sha256'][:12]} -> "
-            f"{comet['artifact']}:{comet['artifact_version']} ({comet['mode']})"
-        )
+    line = (
+        f"{comet['ledger_version']} sha256 {comet['sha256'][:12]} -> "
+        f"{comet['artifact']}:{comet['artifact_version']} ({comet['mode']})"
+    )
+    emit(out, as_json, lambda: typer.echo(line))
+
+
+def _print_sync(report: dict) -> None:
+    typer.echo(
+        f"archives uploaded {len(report['archives_uploaded'])}, "
+        f"failed {len(report['archives_failed'])}; "
+        f"artifact versions logged {len(report['artifacts_logged'])}, "
+        f"consumers recorded {len(report['consumers_recorded'])}; "
+        f"still pending {report['remaining']}"
+    )
+    for a in report["artifacts_logged"]:
+        typer.echo(f"  {a['sha256'][:12]} -> version {a['version']}")
+    for q in report["archives_quarantined"]:
+        typer.echo(f"  quarantined: {q['archive']}: {q['problem']}", err=True)
+    for f in report["archives_failed"]:
+        typer.echo(f"  failed: {f['archive']}: {f['error']}", err=True)
+    if report["error"]:
+        typer.echo(f"  stopped: {report['error']}", err=True)

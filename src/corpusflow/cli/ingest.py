@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from corpusflow.cli.support import JsonOpt, ParamsOpt, command_context, fail, require_paths
+from corpusflow.config import DEFAULT_PARAMS_FILE, ConfigError, chosen_sources
 from corpusflow.models import Reject
 
 
@@ -184,22 +185,16 @@ def _sources(
 ) -> tuple[list[str], list[str], list[str]]:
     """The inputs named on the command line, else those of params.yaml; each named path
     must exist (a typo is a user error, not a reject)."""
-    where = ""
-    if not (transcripts or articles or youtube):
-        transcripts, articles, youtube = (
-            p.sources.transcripts,
-            p.sources.articles,
-            p.sources.youtube,
-        )
-        where = f"{params_file or 'params.yaml'}: sources."
-    if not (transcripts or articles or youtube):
-        fail(
-            "nothing to ingest: give --transcripts, --articles or --youtube "
-            "(or sources in params.yaml)"
-        )
-    opt = "" if where else "--"
-    require_paths({f"{opt}transcripts": transcripts, f"{opt}articles": articles}, where)
-    return list(transcripts), list(articles), list(youtube)
+    try:
+        chosen = chosen_sources(p.sources, transcripts, articles, youtube, option_prefix="--")
+    except ConfigError as exc:
+        fail(str(exc))
+    where = f"{params_file or DEFAULT_PARAMS_FILE}: sources." if chosen.from_params else ""
+    opt = "" if chosen.from_params else "--"
+    require_paths(
+        {f"{opt}transcripts": chosen.transcripts, f"{opt}articles": chosen.articles}, where
+    )
+    return chosen.transcripts, chosen.articles, chosen.youtube
 
 
 def _print_reject(r: Reject) -> None:

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -22,6 +23,14 @@ ParamsOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+
+
+def emit(result: Any, as_json: bool, human: Callable[[], None]) -> None:
+    """A command's result: canonical JSON with --json, else its human lines."""
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+    else:
+        human()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -82,8 +81,6 @@ class LocalEmbedder:
         try:
             if light.supports(self.path):
                 return light.BertSentenceEncoder(self.path, device=self.device)
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 

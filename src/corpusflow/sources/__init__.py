@@ -12,7 +12,6 @@ from typing import Any
 _EXPORTS = {
     "iter_transcripts": "corpusflow.sources.transcripts",
     "iter_articles": "corpusflow.sources.articles",
-    "ArticleColumns": "corpusflow.sources.articles",
     "fetch_youtube": "corpusflow.sources.youtube",
     "video_id_from": "corpusflow.sources.youtube",
 }

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from corpusflow.config import Columns, columns_for
-from corpusflow.ids import csv_source_id, sha256_text
+from corpusflow.ids import csv_row_key, csv_source_id
 from corpusflow.models import Document, Reject, Skipped, SourceItem
 from corpusflow.sources.files import Seen, condense, escapes, guess_hint, input_files
 from corpusflow.sources.transcripts import SkipFn
@@ -81,19 +81,15 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 _FIELDS = tuple(CANDIDATES)
 
 
-# CSV column overrides are `sources.columns` in params.yaml: one definition, in config.
-ArticleColumns = Columns
-
-
 class _FileReject(Exception):
     """The whole file is refused, for this reason."""
 
 
 def iter_articles(
     paths: Iterable[str | Path],
-    columns: ArticleColumns | None = None,
+    columns: Columns | None = None,
     block_size: int = 1 << 20,
-    by_file: Mapping[str, ArticleColumns] | None = None,
+    by_file: Mapping[str, Columns] | None = None,
     skip: SkipFn | None = None,
 ) -> Iterator[SourceItem]:
     """Articles from CSV files (a directory means every *.csv under it, sorted).
@@ -103,7 +99,7 @@ def iter_articles(
     all the files of one call: the same source_id with the same content is Skipped, with
     different content Rejected (one source_id, one text).
     """
-    columns = columns or ArticleColumns()
+    columns = columns or Columns()
     seen = Seen()
     for item in input_files(paths, lambda p: p.suffix.lower() == ".csv", SOURCE_TYPE):
         if isinstance(item, Reject | Skipped):
@@ -131,7 +127,7 @@ def iter_articles(
 # one file
 # ----------------------------------------------------------------------------------------
 def _read_csv(
-    path: Path, columns: ArticleColumns, block_size: int, seen: Seen
+    path: Path, columns: Columns, block_size: int, seen: Seen
 ) -> Iterator[Document | Reject | Skipped]:
     header = _header(path)
     done = 0  # data rows (good or ragged) already yielded; a restart skips them
@@ -254,7 +250,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_-]+", "", name.lower())
 
 
-def _pick_columns(names: list[str], columns: ArticleColumns) -> dict[str, int]:
+def _pick_columns(names: list[str], columns: Columns) -> dict[str, int]:
     """Field -> column index: overrides first (exact, then normalised), else candidates."""
     normalised: dict[str, int] = {}
     for index, name in enumerate(names):
@@ -350,22 +346,14 @@ def _body(value: str) -> str:
 
 
 def _key(meta: dict[str, str], text: str) -> tuple[str, str]:
-    """(key, how it is shown): the id; else a hash of the url; else of the title and text
-    (distinct stories sharing a headline stay distinct); else of the text."""
-    if meta["id"]:
-        return meta["id"], f"id {meta['id']}"
-    if meta["url"]:
-        key = sha256_text(meta["url"])[:16]
-        return key, f"key {key} (no id; made from the url)"
-    if meta["title"]:
-        if not text:
-            return "", ""
-        key = sha256_text(f"{meta['title']}\n{text}")[:16]
-        return key, f"key {key} (no id or url; made from the title and text)"
-    if text:
-        key = sha256_text(text)[:16]
-        return key, f"key {key} (no id; made from the text)"
-    return "", ""
+    """(key, how it is shown); the key itself is made by ids.csv_row_key."""
+    key, basis = csv_row_key(meta["id"], meta["url"], meta["title"], text)
+    if not key:
+        return "", ""
+    if basis == "id":
+        return key, f"id {key}"
+    missing = "id or url" if basis == "title and text" else "id"
+    return key, f"key {key} (no {missing}; made from the {basis})"
 
 
 def _article(

@@ -162,13 +162,34 @@ def input_files(
 
 
 class Seen:
-    """First occurrence of each source_id, to tell exact duplicates from conflicting ones.
+    """First occurrence of each source_id, to tell exact duplicates from conflicting ones:
+    the one place duplicates by source id are judged (within a source call: transcripts,
+    articles, YouTube ids; and across sources: the pipeline's screening).
 
     Keeps 16-byte digests, not texts, so a CSV far larger than memory can be checked.
     """
 
     def __init__(self) -> None:
         self._first: dict[str, tuple[bytes, bytes, object]] = {}
+
+    def __contains__(self, source_id: object) -> bool:
+        return source_id in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def first(self, source_id: str) -> object | None:
+        """Where `source_id` was first seen (None: not yet)."""
+        first = self._first.get(source_id)
+        return None if first is None else first[2]
+
+    def claim(self, source_id: str, where: object) -> object | None:
+        """By id alone, before there is any content (a video to fetch once): None for a new
+        source_id (now recorded as first seen at `where`), else where it was first seen."""
+        if source_id in self._first:
+            return self._first[source_id][2]
+        self._first[source_id] = (b"", b"", where)
+        return None
 
     def check(self, doc: Document, where: object) -> tuple[str, object] | None:
         """None for a new source_id; else ("same"|"text"|"metadata", where it was first seen)."""

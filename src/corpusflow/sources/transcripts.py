@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from corpusflow.ids import file_source_id
+from corpusflow.ids import file_source_id, youtube_source_id
 from corpusflow.models import Document, Reject, Skipped, SourceItem
 from corpusflow.sources.files import (
     BadInput,
@@ -196,7 +196,7 @@ def _source_id_of(path: Path, boundary: Path | None = None) -> str:
         return _metadata(path, boundary)["source_id"]
     except Exception:  # a broken sidecar: fall back to what the name says
         named = video_name(_LANG_SUFFIX.sub("", path.stem) or path.stem)
-        return f"youtube:{named[1]}" if named else file_source_id(path)
+        return youtube_source_id(named[1]) if named else file_source_id(path)
 
 
 def _read_transcript(path: Path, boundary: Path | None = None) -> Document:
@@ -274,7 +274,7 @@ def _metadata(path: Path, boundary: Path | None = None) -> dict[str, Any]:
             published = _str(info.get("published_at")) or _str(info.get("published"))
 
     if video_id:
-        source_id = f"youtube:{video_id}"
+        source_id = youtube_source_id(video_id)
         url = url or WATCH_URL.format(video_id)
     else:
         source_id = file_source_id(path)

@@ -20,8 +20,9 @@ from youtube_transcript_api._errors import (
     YouTubeTranscriptApiException,
 )
 
+from corpusflow.ids import youtube_source_id
 from corpusflow.models import Document, Reject, Segment, Skipped
-from corpusflow.sources.files import BadInput, condense
+from corpusflow.sources.files import BadInput, Seen, condense
 from corpusflow.sources.formats import checked_time
 from corpusflow.sources.transcripts import VIDEO_ID_RE, WATCH_URL
 
@@ -71,7 +72,7 @@ def fetch_youtube(
 
     `api` lets callers (and tests) supply a client with their own `requests.Session`.
     """
-    first_seen: dict[str, str] = {}
+    seen = Seen()
     for given in urls_or_ids:
         given = str(given)
         video_id = video_id_from(given)
@@ -83,13 +84,10 @@ def fetch_youtube(
                 "(expected e.g. https://www.youtube.com/watch?v=ID or https://youtu.be/ID)",
             )
             continue
-        source_id = f"youtube:{video_id}"
-        if video_id in first_seen:
-            yield Skipped(
-                given, SOURCE_TYPE, f"duplicate of {first_seen[video_id]}", source_id=source_id
-            )
+        source_id = youtube_source_id(video_id)
+        if (first := seen.claim(source_id, given)) is not None:
+            yield Skipped(given, SOURCE_TYPE, f"duplicate of {first}", source_id=source_id)
             continue
-        first_seen[video_id] = given
         if api is None:
             api = YouTubeTranscriptApi()
         try:

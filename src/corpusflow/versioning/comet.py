@@ -1,15 +1,13 @@
-"""Comet: every snapshot an artifact version, every run an experiment — online or later.
+"""Comet experiments and artifact versions: every snapshot an artifact version, every run an
+experiment — online, or later through the offline queue (versioning.queue, versioning.sync).
 
-With COMET_API_KEY set (and `comet.mode` auto or online) a run opens a Comet experiment,
-logs params (scrubbed), counts and throughput, a chunks-per-source table/curve/chart, and the
-snapshot as a new version of a dataset artifact (alias `latest` moves to it). Without a key
-(or when Comet cannot be reached) the experiment goes to an offline archive under
-`comet.offline_dir` and the artifact version — metadata plus a copy of the snapshot bytes,
-since the working snapshot will be overwritten — waits in `pending/queue.jsonl` until
-`corpusflow comet sync` uploads the archives and logs the versions in order. Offline
-experiments cannot log or get artifacts (the SDK raises NotImplementedError): that is why
-the queue exists. Every run also lands in the lineage ledger, which answers the same
-questions with no Comet at all.
+With COMET_API_KEY set (and `comet.mode` auto or online) `start_experiment` opens a Comet
+experiment; without a key (or when Comet cannot be reached) the experiment goes to an
+offline archive under `comet.offline_dir`, checked and published by `end_experiment`.
+`log_artifact` logs a snapshot as a new version of the dataset artifact (alias `latest`
+moves to it, a `sha256-…` alias names its bytes). Offline experiments cannot log or get
+artifacts (the SDK raises NotImplementedError): that is why the pending queue exists.
+Every run also lands in the lineage ledger, which answers the same questions with no Comet.
 
 Network hygiene (design decision 4): error tracking, announcements and framework
 auto-logging are off before comet_ml is imported, and experiments never log host, env,
@@ -21,30 +19,22 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from corpusflow.redact import REDACTED, redact
-from corpusflow.versioning.lineage import SNAPSHOT_FILE, Ledger
-from corpusflow.versioning.queue import PendingQueue, publish_archive, staging_dir
-
-if TYPE_CHECKING:
-    from corpusflow.config import Params
+from corpusflow import OFFLINE_ENV
+from corpusflow.redact import scrub
+from corpusflow.versioning.queue import publish_archive, staging_dir
+from corpusflow.versioning.settings import SNAPSHOT_FILE, CometError, CometSettings
 
 LOG = logging.getLogger(__name__)
 
-# Set (as defaults: a user's explicit setting wins) before comet_ml is first imported.
-COMET_ENV_DEFAULTS = {
-    "COMET_ERROR_TRACKING_ENABLE": "false",  # no Sentry reports
-    "COMET_DISABLE_ANNOUNCEMENT": "true",
-    "COMET_DISABLE_AUTO_LOGGING": "1",  # no import hooks patching torch & co.
-}
+# The Comet part of the offline switches (corpusflow.OFFLINE_ENV, the one list), set again
+# (as defaults: a user's explicit setting wins) before comet_ml is first imported.
+COMET_ENV_DEFAULTS = {k: v for k, v in OFFLINE_ENV.items() if k.startswith("COMET_")}
 
 # Everything the SDK would collect on its own is off: only what we log is sent.
 EXPERIMENT_KWARGS: dict[str, Any] = {
@@ -65,19 +55,10 @@ EXPERIMENT_KWARGS: dict[str, Any] = {
     "auto_log_co2": False,
     "display_summary_level": 0,
 }
-
-_SECRET_KEY = re.compile(
-    r"(^|[_.-])(api_?key|access_?key|secret(_?key)?|token|password|passwd|credentials?|auth)$",
-    re.IGNORECASE,
-)
 HTML_BARS = 50  # sources drawn in the chunks-per-source chart
 UPLOAD_MAX_BYTES = 64 << 20  # snapshots up to this size are uploaded beside the DVC reference
 DVC_REMOTE_ASSET = "dvc-remote/snapshot.json"  # logical path of the remote (DVC) reference
 PROBE_SECONDS = 5.0  # reachability check before going online
-
-
-class CometError(Exception):
-    """A Comet operation the user asked for cannot be done (e.g. sync without a key)."""
 
 
 def apply_env_defaults() -> None:
@@ -96,77 +77,6 @@ def comet_ml() -> Any:
     return module
 
 
-# ----------------------------------------------------------------------------------------
-# settings
-# ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CometSettings:
-    """The `comet:` section resolved against the environment."""
-
-    mode: str  # online | offline | disabled (what this run will do)
-    project: str
-    workspace: str | None
-    artifact: str
-    artifact_type: str
-    offline_dir: Path
-    ledger_path: Path
-
-    @classmethod
-    def from_params(cls, params: Params) -> CometSettings:
-        c = params.comet
-        has_key = bool(os.environ.get("COMET_API_KEY"))
-        mode = c.mode
-        if mode == "auto":
-            mode = "online" if has_key else "offline"
-        elif mode == "online" and not has_key:
-            LOG.warning("comet.mode is online but COMET_API_KEY is not set: working offline")
-            mode = "offline"
-        return cls(
-            mode=mode,
-            project=os.environ.get("COMET_PROJECT_NAME") or c.project or "corpusflow",
-            workspace=os.environ.get("COMET_WORKSPACE") or c.workspace or None,
-            artifact=c.artifact,
-            artifact_type=c.artifact_type,
-            offline_dir=Path(c.offline_dir),
-            ledger_path=Path(c.ledger),
-        )
-
-    @property
-    def ledger(self) -> Ledger:
-        return Ledger(self.ledger_path)
-
-    @property
-    def pending_dir(self) -> Path:
-        return self.offline_dir / "pending"
-
-    @property
-    def uploaded_dir(self) -> Path:
-        return self.offline_dir / "uploaded"
-
-    @property
-    def fallback_dir(self) -> Path:
-        """Archives the SDK wrote when an online run lost its server (uploaded with force)."""
-        return self.offline_dir / "fallback"
-
-
-# ----------------------------------------------------------------------------------------
-# small helpers: scrubbing, provenance
-# ----------------------------------------------------------------------------------------
-def scrub(value: Any, secrets: list[str] | None = None) -> Any:
-    """`value` with anything that looks like a secret replaced: keys named like one, the
-    values of secret environment variables (corpusflow.redact), and user:password@ in URLs."""
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else scrub(v, secrets)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        return redact(value, secrets or ())
-    return value
-
-
 def loggable_params(value: dict[str, Any]) -> dict[str, Any]:
     """Params as Comet accepts them: nested dicts stay (the SDK flattens them to `a|b`),
     lists become canonical JSON strings (offline uploads reject lists of objects)."""
@@ -181,57 +91,6 @@ def loggable_params(value: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
-
-
-def git_commit(cwd: str | Path | None = None) -> tuple[str | None, bool | None]:
-    """(HEAD commit, whether tracked files differ from it), or (None, None) outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-        if head.returncode != 0:
-            return None, None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return head.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
-def prefect_flow_run_id() -> str | None:
-    """The Prefect flow-run id when running under Prefect (never imports Prefect itself)."""
-    if "prefect" in sys.modules:
-        try:
-            from prefect.runtime import flow_run
-
-            if flow_run.id:
-                return str(flow_run.id)
-        except Exception:  # pragma: no cover - Prefect internals vary
-            pass
-    return os.environ.get("PREFECT__FLOW_RUN_ID") or None
-
-
-def iter_snapshot_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a snapshot file, streamed line by line (the canonical writer puts one
-    record per line); any other JSON layout is read whole."""
-    import json
-
-    with open(path, encoding="utf-8") as f:
-        head = f.readline()
-        if not head.rstrip().endswith('"records":['):
-            f.seek(0)
-            yield from json.load(f).get("records", [])
-            return
-        for line in f:
-            line = line.strip()
-            if not line or line == "]}":
-                continue
-            yield json.loads(line[1:] if line.startswith(",") else line)
 
 
 # ----------------------------------------------------------------------------------------
@@ -385,30 +244,54 @@ def log_artifact(
 
 
 # ----------------------------------------------------------------------------------------
-# consumers
+# the producing run's charts
 # ----------------------------------------------------------------------------------------
-def queue_consumption(
-    settings: CometSettings,
-    experiment_key: str,
-    sha256: str,
-    reference: str,
-    *,
-    offline: bool = True,
-) -> str:
-    """Remember that an experiment used a snapshot Comet could not serve (offline, or the
-    version was still pending), so `sync` records it in Comet through `get_artifact` once
-    the experiment and the version are there."""
-    pending_id = f"use-{sha256[:12]}-{experiment_key[:8]}"
-    PendingQueue(settings.pending_dir).add(
-        {
-            "id": pending_id,
-            "kind": "consume",
-            "experiment_key": experiment_key,
-            "offline": offline,
-            "artifact": settings.artifact,
-            "workspace": settings.workspace,
-            "sha256": sha256,
-            "reference": reference,
-        }
+def _bar_chart_html(counts: dict[str, int]) -> str:
+    """A dependency-free horizontal bar chart (inline SVG) of chunks per source."""
+    from html import escape
+
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:HTML_BARS]
+    if not top:
+        return "<p>no records</p>"
+    peak = max(c for _, c in top) or 1
+    row, label_w, bar_w = 18, 320, 360
+    bars = []
+    for i, (sid, n) in enumerate(top):
+        y = i * row
+        w = max(1, int(bar_w * n / peak))
+        bars.append(
+            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" font-size="11">'
+            f"{escape(sid[:60])}</text>"
+            f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#4c78a8"/>'
+            f'<text x="{label_w + w + 4}" y="{y + 13}" font-size="11">{n}</text>'
+        )
+    more = len(counts) - len(top)
+    note = f"<p>{more} more sources not shown</p>" if more > 0 else ""
+    height = row * len(top)
+    return (
+        f"<h3>Chunks per source</h3><svg xmlns='http://www.w3.org/2000/svg' "
+        f"width='{label_w + bar_w + 60}' height='{height}'>{''.join(bars)}</svg>{note}"
     )
-    return pending_id
+
+
+def log_chunks_per_source(exp: Any, counts: dict[str, int]) -> None:
+    """A table (source, chunks), a curve over the sources in id order, and an HTML chart."""
+    if counts:
+        rows = [[sid, n] for sid, n in counts.items()]
+        exp.log_table("chunks_per_source.csv", tabular_data=rows, headers=["source_id", "chunks"])
+        exp.log_curve("chunks_per_source", x=list(range(len(counts))), y=list(counts.values()))
+    exp.log_html(_bar_chart_html(counts), clear=True)
+
+
+__all__ = [  # CometError, CometSettings and scrub: importable from here as before
+    "COMET_ENV_DEFAULTS",
+    "CometError",
+    "CometSettings",
+    "comet_ml",
+    "end_experiment",
+    "log_artifact",
+    "log_chunks_per_source",
+    "scrub",
+    "sha_alias",
+    "start_experiment",
+]

@@ -11,15 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpusflow.versioning.lineage import (
-    _SHA,
-    _VERSION,
-    DEFAULT_ARTIFACT,
-    SNAPSHOT_FILE,
-    Ledger,
-    LineageError,
-    file_sha256,
-)
+from corpusflow.ids import file_sha256
+from corpusflow.versioning.ledger import Ledger
+from corpusflow.versioning.settings import DEFAULT_ARTIFACT, DEFAULT_DOWNLOADS, SNAPSHOT_FILE
+from corpusflow.versioning.views import SHA_RE, VERSION_RE, LineageError
 
 
 # ----------------------------------------------------------------------------------------
@@ -101,7 +96,7 @@ def _use_from_comet(
     workspace: str | None,
 ) -> UsedSnapshot:
     comet_ref = ref
-    if book is not None and (_VERSION.match(ref) or _SHA.match(ref.lower())):
+    if book is not None and (VERSION_RE.match(ref) or SHA_RE.match(ref.lower())):
         view = book.resolve(ref)
         if not view["comet"]["versions"]:
             raise LineageError(
@@ -109,7 +104,7 @@ def _use_from_comet(
             )
         comet_ref = view["comet"]["versions"][-1]
     logged = experiment.get_artifact(name, workspace=workspace, version_or_alias=comet_ref)
-    target = Path(dest) if dest else Path("data/comet/downloads") / f"{name}-{logged.version}"
+    target = Path(dest) if dest else DEFAULT_DOWNLOADS / f"{name}-{logged.version}"
     target.mkdir(parents=True, exist_ok=True)
     logged.download(str(target), overwrite_strategy="OVERWRITE", sync_mode=False)
     path = target / SNAPSHOT_FILE

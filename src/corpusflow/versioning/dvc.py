@@ -2,7 +2,7 @@
 snapshot's bytes live in the DVC remote (for the Comet metadata).
 
 A plain library (no Typer) so downstream consumers and the Comet code can import it; the
-`corpusflow versions ...` commands in corpusflow.stages are a thin shell over it. DVC is
+`corpusflow versions ...` commands are a thin shell over it. DVC is
 imported inside the functions: it costs ~0.5 s and most corpusflow commands never need it.
 Nothing here opens a connection except to a remote the repository's DVC config names.
 """
@@ -10,11 +10,12 @@ Nothing here opens a connection except to a remote the repository's DVC config n
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SNAPSHOT = "data/snapshots/snapshot.json"
+from corpusflow.config import Snapshot
+
+DEFAULT_SNAPSHOT: str = Snapshot.model_fields["out"].default
 _BLOCK = 1 << 20
 
 
@@ -42,7 +43,9 @@ def read_snapshot(
     remote: str | None = None,
 ) -> dict[str, Any]:
     """The snapshot at git revision `rev`, parsed: what a downstream consumer wants."""
-    return json.loads(read_snapshot_bytes(rev, path, repo, remote).decode("utf-8"))
+    from corpusflow.snapshot import parse_snapshot
+
+    return parse_snapshot(read_snapshot_bytes(rev, path, repo, remote))
 
 
 def file_md5(path: str | Path) -> str:
@@ -113,7 +116,7 @@ def explain_missing(
     """Why `path` cannot be read at `rev`, when it is a DVC output whose bytes are in
     neither the local DVC cache nor the remote (never pushed), and what to do about it.
     None when that is not the reason (then DVC's own message stands)."""
-    from corpusflow.versioning.comet import scrub
+    from corpusflow.redact import scrub
 
     if repo is not None and "://" in repo:
         return None

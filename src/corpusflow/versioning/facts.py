@@ -1,21 +1,42 @@
-"""What a snapshot says about itself, for its version: record count, chunks and content hash
-per source, models, the manifest beside it; and the run's counts as Comet metrics/charts."""
+"""Facts a snapshot version records: what the snapshot says about itself (records, chunks
+and content hash per source, models), who made it (CLI, Prefect flow run, DVC stage and
+experiment; git commit) and where DVC keeps it; and the producing run's counts as metrics.
+
+Nothing here imports the pipeline: a run's result is anything with `to_dict()` (RunCounts;
+pipeline.IngestResult is one) or that dict itself.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from corpusflow.versioning.comet import HTML_BARS, iter_snapshot_records
+from corpusflow.snapshot import iter_records
 
-if TYPE_CHECKING:
-    from corpusflow.pipeline import IngestResult
+
+class RunCounts(Protocol):
+    """What versioning needs of the producing run's result: its counts as a flat dict
+    (with `by_type` per source type, `seconds`, `run_id`, `model`)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def run_counts(result: RunCounts | dict[str, Any] | None) -> dict[str, Any]:
+    """The result as a dict ({} for none)."""
+    if result is None:
+        return {}
+    return result if isinstance(result, dict) else result.to_dict()
 
 
 @dataclass
 class SnapshotFacts:
+    """What a snapshot file says about itself, read in one streaming pass."""
+
     records: int
     chunks_per_source: dict[str, int]
     sources: dict[str, str]  # source_id -> doc_hash
@@ -23,11 +44,12 @@ class SnapshotFacts:
 
 
 def snapshot_facts(path: str | Path) -> SnapshotFacts:
+    """Record count, chunks and content hash per source, models by frequency."""
     counts: Counter[str] = Counter()
     hashes: dict[str, str] = {}
     models: Counter[str] = Counter()
     n = 0
-    for rec in iter_snapshot_records(path):
+    for rec in iter_records(path):
         n += 1
         sid = rec.get("source_id", "")
         counts[sid] += 1
@@ -42,25 +64,79 @@ def snapshot_facts(path: str | Path) -> SnapshotFacts:
     )
 
 
-def read_manifest(snapshot_path: Path) -> dict[str, Any]:
-    import json
-
-    from corpusflow.snapshot import manifest_path
-
-    mpath = manifest_path(snapshot_path)
-    if not mpath.exists():
-        return {}
+# ----------------------------------------------------------------------------------------
+# who made it, and where DVC keeps it
+# ----------------------------------------------------------------------------------------
+def git_commit(cwd: str | Path | None = None) -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether tracked files differ from it), or (None, None) outside git."""
     try:
-        return json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None, None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return head.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None, None
 
 
-def ingest_metrics(result: IngestResult | dict[str, Any] | None) -> dict[str, float]:
+def prefect_flow_run_id() -> str | None:
+    """The Prefect flow-run id when running under Prefect (never imports Prefect itself)."""
+    if "prefect" in sys.modules:
+        try:
+            from prefect.runtime import flow_run
+
+            if flow_run.id:
+                return str(flow_run.id)
+        except Exception:  # pragma: no cover - Prefect internals vary
+            pass
+    return os.environ.get("PREFECT__FLOW_RUN_ID") or None
+
+
+def detect_producer() -> dict[str, Any]:
+    """Who is making this snapshot: a DVC stage (DVC sets DVC_STAGE for every stage
+    command, and DVC_EXP_NAME under `dvc exp run`), a Prefect flow run, or the CLI."""
+    if os.environ.get("DVC_STAGE"):
+        return {
+            "kind": "dvc",
+            "stage": os.environ["DVC_STAGE"],
+            "experiment": os.environ.get("DVC_EXP_NAME") or None,
+            "baseline": os.environ.get("DVC_EXP_BASELINE_REV") or None,
+        }
+    if flow_run := prefect_flow_run_id():
+        return {"kind": "prefect", "flow_run_id": flow_run}
+    return {"kind": "cli"}
+
+
+def dvc_identity(snapshot: Path) -> dict[str, Any]:
+    """The snapshot's DVC address: path in the project, md5 (dvc.lock's hash of the file)
+    and where the default remote keeps (or, after `dvc push`, will keep) those bytes."""
+    from corpusflow.versioning.dvc import project_path, snapshot_version_info
+
+    try:
+        info = snapshot_version_info(snapshot)
+    except Exception as exc:  # not a DVC project, remote misconfigured: say so, go on
+        return {"error": str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__}
+    return {
+        "md5": info["md5"],
+        "remote": info.get("remote_url"),
+        "path": project_path(snapshot),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# the run's counts
+# ----------------------------------------------------------------------------------------
+def ingest_metrics(result: RunCounts | dict[str, Any] | None) -> dict[str, float]:
     """Counts and throughput of an ingest run as flat numeric metrics."""
-    if result is None:
-        return {}
-    data = result if isinstance(result, dict) else result.to_dict()
+    data = run_counts(result)
     out: dict[str, float] = {}
     for key, value in data.items():
         if isinstance(value, bool):
@@ -76,40 +152,3 @@ def ingest_metrics(result: IngestResult | dict[str, Any] | None) -> dict[str, fl
         out["embedded_per_second"] = round(data.get("embedded", 0) / seconds, 3)
         out["documents_per_second"] = round(data.get("documents", 0) / seconds, 3)
     return out
-
-
-def _bar_chart_html(counts: dict[str, int]) -> str:
-    """A dependency-free horizontal bar chart (inline SVG) of chunks per source."""
-    from html import escape
-
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:HTML_BARS]
-    if not top:
-        return "<p>no records</p>"
-    peak = max(c for _, c in top) or 1
-    row, label_w, bar_w = 18, 320, 360
-    bars = []
-    for i, (sid, n) in enumerate(top):
-        y = i * row
-        w = max(1, int(bar_w * n / peak))
-        bars.append(
-            f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" font-size="11">'
-            f"{escape(sid[:60])}</text>"
-            f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#4c78a8"/>'
-            f'<text x="{label_w + w + 4}" y="{y + 13}" font-size="11">{n}</text>'
-        )
-    more = len(counts) - len(top)
-    note = f"<p>{more} more sources not shown</p>" if more > 0 else ""
-    height = row * len(top)
-    return (
-        f"<h3>Chunks per source</h3><svg xmlns='http://www.w3.org/2000/svg' "
-        f"width='{label_w + bar_w + 60}' height='{height}'>{''.join(bars)}</svg>{note}"
-    )
-
-
-def log_chunks_per_source(exp: Any, counts: dict[str, int]) -> None:
-    """A table (source, chunks), a curve over the sources in id order, and an HTML chart."""
-    if counts:
-        rows = [[sid, n] for sid, n in counts.items()]
-        exp.log_table("chunks_per_source.csv", tabular_data=rows, headers=["source_id", "chunks"])
-        exp.log_curve("chunks_per_source", x=list(range(len(counts))), y=list(counts.values()))
-    exp.log_html(_bar_chart_html(counts), clear=True)

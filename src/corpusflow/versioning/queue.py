@@ -17,7 +17,6 @@ saved snapshot bytes no queue entry refers to.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -25,9 +24,13 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corpusflow.versioning.lineage import append_jsonl, read_jsonl
+from corpusflow.files import append_jsonl, copy_once, jsonl_line, read_jsonl, write_lines
+from corpusflow.versioning.ledger import now
+
+if TYPE_CHECKING:
+    from corpusflow.versioning.settings import CometSettings
 
 LOG = logging.getLogger(__name__)
 ARCHIVE_PARTS = ("experiment.json", "messages.json")  # what every SDK offline archive holds
@@ -56,8 +59,6 @@ class PendingQueue:
         for e in self.entries():
             if e["id"] == entry["id"]:
                 return e
-        from corpusflow.versioning.lineage import now
-
         entry = {"time": now(), **entry}
         append_jsonl(self.path, entry)
         return entry
@@ -72,14 +73,7 @@ class PendingQueue:
 
     def replace(self, entries: list[dict[str, Any]]) -> None:
         """Rewrite the queue atomically (used by sync to drop what it has done)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for e in entries:
-                f.write(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_lines(self.path, (jsonl_line(e) + "\n" for e in entries))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -91,6 +85,33 @@ class PendingQueue:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def queue_consumption(
+    settings: CometSettings,
+    experiment_key: str,
+    sha256: str,
+    reference: str,
+    *,
+    offline: bool = True,
+) -> str:
+    """Remember that an experiment used a snapshot Comet could not serve (offline, or the
+    version was still pending), so `sync` records it in Comet through `get_artifact` once
+    the experiment and the version are there."""
+    pending_id = f"use-{sha256[:12]}-{experiment_key[:8]}"
+    PendingQueue(settings.pending_dir).add(
+        {
+            "id": pending_id,
+            "kind": "consume",
+            "experiment_key": experiment_key,
+            "offline": offline,
+            "artifact": settings.artifact,
+            "workspace": settings.workspace,
+            "sha256": sha256,
+            "reference": reference,
+        }
+    )
+    return pending_id
 
 
 # ----------------------------------------------------------------------------------------
@@ -150,13 +171,7 @@ def quarantine(path: Path, offline_dir: Path, problem: str) -> Path:
 
 def save_bytes(pending_dir: Path, snapshot: Path, sha: str) -> Path:
     """Keep the snapshot's bytes for a later upload (content-addressed, written once)."""
-    pending_dir.mkdir(parents=True, exist_ok=True)
-    target = pending_dir / f"{sha}.json"
-    if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.copyfile(snapshot, tmp)
-        os.replace(tmp, target)
-    return target
+    return copy_once(snapshot, pending_dir / f"{sha}.json")
 
 
 def tidy(offline_dir: Path, queue: PendingQueue) -> list[str]:

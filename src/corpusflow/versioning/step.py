@@ -17,76 +17,67 @@ or the next `comet sync` completes, never a second Comet version of the same byt
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from corpusflow.ids import file_sha256
+from corpusflow.redact import scrub
+from corpusflow.snapshot import manifest_path, read_manifest
 from corpusflow.versioning.comet import (
-    SNAPSHOT_FILE,
     UPLOAD_MAX_BYTES,
-    CometSettings,
     end_experiment,
-    git_commit,
     log_artifact,
+    log_chunks_per_source,
     loggable_params,
-    prefect_flow_run_id,
-    scrub,
     start_experiment,
 )
 from corpusflow.versioning.facts import (
+    RunCounts,
+    SnapshotFacts,
+    detect_producer,
+    dvc_identity,
+    git_commit,
     ingest_metrics,
-    log_chunks_per_source,
-    read_manifest,
+    prefect_flow_run_id,
+    run_counts,
     snapshot_facts,
 )
-from corpusflow.versioning.lineage import Ledger, file_sha256, now
+from corpusflow.versioning.ledger import Ledger, now
 from corpusflow.versioning.queue import PendingQueue, save_bytes, tidy
+from corpusflow.versioning.settings import SNAPSHOT_FILE, CometSettings
 
 if TYPE_CHECKING:
     from corpusflow.config import Params
-    from corpusflow.pipeline import IngestResult
 
 LOG = logging.getLogger(__name__)
+RunIds = dict[str, str | None]
 
 
-def detect_producer() -> dict[str, Any]:
-    """Who is making this snapshot: a DVC stage (DVC sets DVC_STAGE for every stage
-    command, and DVC_EXP_NAME under `dvc exp run`), a Prefect flow run, or the CLI."""
-    if os.environ.get("DVC_STAGE"):
-        return {
-            "kind": "dvc",
-            "stage": os.environ["DVC_STAGE"],
-            "experiment": os.environ.get("DVC_EXP_NAME") or None,
-            "baseline": os.environ.get("DVC_EXP_BASELINE_REV") or None,
-        }
-    if flow_run := prefect_flow_run_id():
-        return {"kind": "prefect", "flow_run_id": flow_run}
-    return {"kind": "cli"}
+@dataclass
+class _Version:
+    """One snapshot on its way to a version: what the steps below share."""
 
+    params: Params
+    settings: CometSettings
+    snapshot: Path
+    counts: dict[str, Any]  # the producing run's result, as a dict
+    event: dict[str, Any]  # the ledger's `produced` event
+    metadata: dict[str, Any]  # the Comet artifact version's metadata
+    facts: SnapshotFacts
 
-def dvc_identity(snapshot: Path) -> dict[str, Any]:
-    """The snapshot's DVC address: path in the project, md5 (dvc.lock's hash of the file)
-    and where the default remote keeps (or, after `dvc push`, will keep) those bytes."""
-    from corpusflow.versioning.dvc import project_path, snapshot_version_info
-
-    try:
-        info = snapshot_version_info(snapshot)
-    except Exception as exc:  # not a DVC project, remote misconfigured: say so, go on
-        return {"error": str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__}
-    return {
-        "md5": info["md5"],
-        "remote": info.get("remote_url"),
-        "path": project_path(snapshot),
-    }
+    @property
+    def sha(self) -> str:
+        return self.event["sha256"]
 
 
 def version_snapshot(
     params: Params,
     snapshot_path: str | Path,
     *,
-    result: IngestResult | dict[str, Any] | None = None,
+    result: RunCounts | dict[str, Any] | None = None,
     producer: dict[str, Any] | None = None,
-    run_ids: dict[str, str | None] | None = None,
+    run_ids: RunIds | None = None,
 ) -> dict[str, Any]:
     """Version one snapshot file; never raises (the data is loaded and the snapshot
     written already): a failure is reported as {"error": ...} under "comet".
@@ -108,30 +99,26 @@ def version_snapshot(
 def _describe(
     params: Params,
     snapshot: Path,
-    sha: str,
-    rdict: dict[str, Any],
+    counts: dict[str, Any],
     who: dict[str, Any],
-    run_ids: dict[str, str | None] | None,
+    run_ids: RunIds | None,
     dvc: dict[str, Any],
-) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """(ledger event, Comet version metadata, snapshot facts) of one snapshot."""
+) -> _Version:
+    """The ledger event and the Comet version metadata of one snapshot file."""
     manifest = read_manifest(snapshot)
     facts = snapshot_facts(snapshot)
-    model = rdict.get("model") or (facts.models[0] if facts.models else params.embedding.model)
+    model = counts.get("model") or (facts.models[0] if facts.models else params.embedding.model)
     commit, dirty = git_commit()
     runs = {
-        "ingest": rdict.get("run_id"),
+        "ingest": counts.get("run_id"),
         "snapshot": manifest.get("run_id"),
         "prefect_flow_run": prefect_flow_run_id(),
         **(run_ids or {}),
     }
-    runs = {k: v for k, v in runs.items() if v}
-    address = scrub({k: v for k, v in dvc.items() if v and k != "error"})
-    physical = manifest.get("physical_collection") or rdict.get("physical_collection")
-    values = scrub(params.model_dump(mode="json"))
+    physical = manifest.get("physical_collection") or counts.get("physical_collection")
     event: dict[str, Any] = {
         "event": "produced",
-        "sha256": sha,
+        "sha256": file_sha256(snapshot),
         "snapshot": {"path": str(snapshot), "records": facts.records},
         "producer": who,
         "collection": params.milvus.collection,
@@ -139,14 +126,16 @@ def _describe(
         "physical_collection": physical,
         "model": model,
         "params_hash": params.digest(),
-        "params": values,
+        "params": scrub(params.model_dump(mode="json")),
         "code_commit": commit,
         "code_dirty": dirty,
-        "run_ids": runs,
+        "run_ids": {k: v for k, v in runs.items() if v},
         "sources": facts.sources,
-        "dvc": address,
+        "dvc": scrub({k: v for k, v in dvc.items() if v and k != "error"}),
     }
-    return event, _metadata(event, manifest.get("created_at") or now()), facts
+    metadata = _metadata(event, manifest.get("created_at") or now())
+    settings = CometSettings.from_params(params)
+    return _Version(params, settings, snapshot, counts, event, metadata, facts)
 
 
 def _metadata(event: dict[str, Any], created: str) -> dict[str, Any]:
@@ -181,30 +170,26 @@ def record_version(
     params: Params,
     snapshot: Path,
     *,
-    result: IngestResult | dict[str, Any] | None = None,
+    result: RunCounts | dict[str, Any] | None = None,
     producer: dict[str, Any] | None = None,
-    run_ids: dict[str, str | None] | None = None,
+    run_ids: RunIds | None = None,
     dvc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`version_snapshot` without the error shield (raises what goes wrong)."""
-    settings = CometSettings.from_params(params)
-    sha = file_sha256(snapshot)
-    rdict = result if isinstance(result, dict) else result.to_dict() if result else {}
     who = producer or detect_producer()
-    event, metadata, facts = _describe(
-        params, snapshot, sha, rdict, who, run_ids, dvc or dvc_identity(snapshot)
-    )
+    v = _describe(params, snapshot, run_counts(result), who, run_ids, dvc or dvc_identity(snapshot))
+    settings, event = v.settings, v.event
     ledger, queue = settings.ledger, PendingQueue(settings.pending_dir)
     with queue.locked():
         tidy(settings.offline_dir, queue)
         if settings.mode == "disabled":
             event["comet"] = {"mode": "disabled"}
             return _outcome(ledger.record_produced(event), settings, None, who)
-        known = _known(settings, ledger, queue, sha)
+        known = _known(settings, ledger, queue, v.sha)
         if known is not None:  # same bytes: one more producer, no new Comet version
             event["comet"] = known
             return _outcome(ledger.record_produced(event), settings, None, who)
-        return _new_version(settings, queue, snapshot, event, metadata, facts, params, rdict)
+        return _new_version(v, queue)
 
 
 def _known(
@@ -224,60 +209,56 @@ def _known(
     return None
 
 
-def _queue_entry(
-    settings: CometSettings, exp: Any, mode: str, snapshot: Path, metadata: dict[str, Any]
-) -> dict[str, Any]:
-    sha = metadata["sha256"]
-    return {
-        "id": f"{sha[:12]}-{exp.id[:8]}",
+def _queue(v: _Version, queue: PendingQueue, exp: Any, mode: str) -> str:
+    """Queue the artifact version for `comet sync` (bytes saved first); its pending id."""
+    settings = v.settings
+    entry = {
+        "id": f"{v.sha[:12]}-{exp.id[:8]}",
         "kind": "artifact",
         "experiment_key": exp.id,
         "offline": mode == "offline",
         "artifact": settings.artifact,
         "artifact_type": settings.artifact_type,
         "workspace": settings.workspace,
-        "metadata": metadata,
+        "metadata": v.metadata,
         "aliases": ["latest"],
-        "file": str(save_bytes(settings.pending_dir, snapshot, sha)),
-        "sha256": sha,
+        "file": str(save_bytes(settings.pending_dir, v.snapshot, v.sha)),
+        "sha256": v.sha,
     }
+    return queue.add(entry)["id"]
 
 
-def _new_version(
-    settings: CometSettings,
-    queue: PendingQueue,
-    snapshot: Path,
-    event: dict[str, Any],
-    metadata: dict[str, Any],
-    facts: Any,
-    params: Params,
-    rdict: dict[str, Any],
-) -> dict[str, Any]:
+def _new_version(v: _Version, queue: PendingQueue) -> dict[str, Any]:
     """New bytes: an experiment, an artifact version (or a queued one), the ledger line."""
-    ledger = settings.ledger
-    upcoming = ledger.upcoming_version()
+    settings = v.settings
+    upcoming = settings.ledger.upcoming_version()
     exp, mode = start_experiment(
-        settings, f"snapshot {upcoming} {metadata['sha256'][:12]}", ["corpusflow", "snapshot"]
+        settings, f"snapshot {upcoming} {v.sha[:12]}", ["corpusflow", "snapshot"]
     )
     version: str | None = None
     pending_id: str | None = None
     archive = None
     try:
         if mode == "offline":  # queued first: a kill from here on leaves it for sync
-            pending_id = queue.add(_queue_entry(settings, exp, mode, snapshot, metadata))["id"]
-        _log_run(exp, params, metadata, facts, rdict, snapshot, upcoming, offline=mode == "offline")
+            pending_id = _queue(v, queue, exp, mode)
+        _log_run(exp, v, upcoming, offline=mode == "offline")
         if mode == "online":
             try:
                 version = log_artifact(
-                    exp, settings.artifact, settings.artifact_type, snapshot, metadata, ["latest"]
+                    exp,
+                    settings.artifact,
+                    settings.artifact_type,
+                    v.snapshot,
+                    v.metadata,
+                    ["latest"],
                 )
             except Exception as exc:
                 LOG.warning("logging the artifact failed (%s): queued for `comet sync`", exc)
-                pending_id = queue.add(_queue_entry(settings, exp, mode, snapshot, metadata))["id"]
+                pending_id = _queue(v, queue, exp, mode)
         exp.log_other("snapshot_artifact", f"{settings.artifact}:{version or 'pending'}")
     finally:
         archive = end_experiment(exp, mode, settings)
-    event["comet"] = {
+    v.event["comet"] = {
         "mode": mode,
         "experiment_key": exp.id,
         "project": settings.project,
@@ -287,37 +268,27 @@ def _new_version(
         "pending_id": pending_id,
         "reused": False,
     }
-    rec = ledger.record_produced(event)
-    return _outcome(rec, settings, archive, event["producer"])
+    rec = settings.ledger.record_produced(v.event)
+    return _outcome(rec, settings, archive, v.event["producer"])
 
 
-def _log_run(
-    exp: Any,
-    params: Params,
-    metadata: dict[str, Any],
-    facts: Any,
-    rdict: dict[str, Any],
-    snapshot: Path,
-    upcoming: str,
-    offline: bool,
-) -> None:
+def _log_run(exp: Any, v: _Version, upcoming: str, offline: bool) -> None:
     """Params (values, scrubbed), counts, snapshot facts and charts of the producing run."""
-    from corpusflow.snapshot import manifest_path
-
-    exp.log_parameters(loggable_params(scrub(params.model_dump(mode="json"))))
-    exp.log_parameter("params_hash", params.digest())
-    exp.log_metrics(ingest_metrics(rdict or None))
+    facts, metadata = v.facts, v.metadata
+    exp.log_parameters(loggable_params(scrub(v.params.model_dump(mode="json"))))
+    exp.log_parameter("params_hash", v.params.digest())
+    exp.log_metrics(ingest_metrics(v.counts or None))
     exp.log_metrics({"snapshot_records": facts.records, "snapshot_sources": len(facts.sources)})
-    others = {f"snapshot_{k}": v for k, v in metadata.items() if v is not None}
-    exp.log_others({k: v for k, v in others.items() if not isinstance(v, dict)})
+    others = {f"snapshot_{k}": val for k, val in metadata.items() if val is not None}
+    exp.log_others({k: val for k, val in others.items() if not isinstance(val, dict)})
     exp.log_other("snapshot_producer", metadata["producer"]["kind"])
     exp.log_other("ledger_version", upcoming)
     log_chunks_per_source(exp, facts.chunks_per_source)
-    if (mpath := manifest_path(snapshot)).exists():
+    if (mpath := manifest_path(v.snapshot)).exists():
         exp.log_asset(str(mpath), file_name="snapshot.manifest.json")
     # the archive must stand alone; online, the artifact holds the bytes
-    if offline and snapshot.stat().st_size <= UPLOAD_MAX_BYTES:
-        exp.log_asset(str(snapshot), file_name=SNAPSHOT_FILE)
+    if offline and v.snapshot.stat().st_size <= UPLOAD_MAX_BYTES:
+        exp.log_asset(str(v.snapshot), file_name=SNAPSHOT_FILE)
 
 
 def _outcome(

@@ -18,16 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from corpusflow.versioning.comet import (
-    EXPERIMENT_KWARGS,
-    CometError,
-    CometSettings,
-    comet_ml,
-    log_artifact,
-    sha_alias,
-)
-from corpusflow.versioning.lineage import LineageError, file_sha256
+from corpusflow.ids import file_sha256
+from corpusflow.versioning.comet import EXPERIMENT_KWARGS, comet_ml, log_artifact, sha_alias
 from corpusflow.versioning.queue import PendingQueue, archive_problem, quarantine, tidy
+from corpusflow.versioning.settings import CometError, CometSettings
+from corpusflow.versioning.views import LineageError
 
 if TYPE_CHECKING:
     from corpusflow.config import Params
@@ -229,20 +224,13 @@ def _sync_artifact(
         exp.log_other("snapshot_artifact", f"{entry['artifact']}:{version}")
     finally:
         exp.end()
-    settings.ledger.append(
-        {
-            "event": "comet_synced",
-            "sha256": entry["sha256"],
-            "version": settings.ledger.version_of(entry["sha256"]),
-            "pending_id": entry["id"],
-            "comet": {
-                "artifact": entry["artifact"],
-                "version": version,
-                "experiment_key": exp.id,
-                "aliases": aliases,
-            },
-        }
-    )
+    comet = {
+        "artifact": entry["artifact"],
+        "version": version,
+        "experiment_key": exp.id,
+        "aliases": aliases,
+    }
+    settings.ledger.record_synced(entry["sha256"], entry["id"], comet)
     return {"pending_id": entry["id"], "sha256": entry["sha256"], "version": version}
 
 
@@ -258,14 +246,11 @@ def _sync_consumption(cm: Any, settings: CometSettings, entry: dict[str, Any]) -
     finally:
         exp.end()
     version = str(logged.version)
-    settings.ledger.append(
-        {
-            "event": "consume_synced",
-            "sha256": entry["sha256"],
-            "pending_id": entry["id"],
-            "comet": {"artifact": entry["artifact"], "version": version},
-            "consumer": {"experiment_key": entry["experiment_key"]},
-        }
+    settings.ledger.record_consume_synced(
+        entry["sha256"],
+        entry["id"],
+        {"artifact": entry["artifact"], "version": version},
+        {"experiment_key": entry["experiment_key"]},
     )
     return {"pending_id": entry["id"], "version": version}
 

@@ -103,12 +103,7 @@ def ingest(
             process (a CLI run) holds before failing.
     """
     params = _params(params_file)
-    try:
-        transcripts, articles, youtube, _ = chosen_sources(
-            params.sources, transcripts, articles, youtube
-        )
-    except ConfigError as exc:
-        raise PipelineError(str(exc)) from None
+    transcripts, articles, youtube = _chosen(params, transcripts, articles, youtube)
     run_id = _run_id()
     progress = artifacts.RunProgress(run_id)
     rejects = tasks.Rejects(get_run_logger())
@@ -137,6 +132,14 @@ def ingest(
     artifacts.publish(result, summary, rejects.items)
     get_run_logger().info(artifacts.counts_line(result))
     return summary
+
+
+def _chosen(params: Params, *named: list[str] | None) -> tuple[list[str], ...]:
+    """The named inputs, else params.yaml's sources (config.chosen_sources: the CLI's rule)."""
+    try:
+        return tuple(chosen_sources(params.sources, *named)[:3])
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
 
 
 def _params(params_file: str | None) -> Params:

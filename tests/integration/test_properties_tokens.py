@@ -10,22 +10,15 @@ Timestamps: for timed transcripts `start_seconds` never decreases with `chunk_in
 
 from __future__ import annotations
 
-import string
-
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from chunk_properties import SETTINGS, TEXT, assert_reproduces, make_doc
 from corpusflow.chunking import Chunker, resolve_spec
 from corpusflow.config import Chunking
 from corpusflow.models import Document, Segment
 from corpusflow.sources.transcripts import iter_transcripts
-
-SETTINGS = settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 
 @pytest.fixture(scope="module")
@@ -34,45 +27,6 @@ def scratch(tmp_path_factory):
 
 
 # --- the chunker -----------------------------------------------------------------------------
-_PROSE = st.lists(
-    st.sampled_from(list("ab c\n\t.,") + ["é", "€", "🎉", "שׁ", "\u200f", "xyzzy", "  \n\n"]),
-    max_size=200,
-).map("".join)
-_REPETITIVE = st.builds(
-    lambda unit, n, tail: unit * n + tail,
-    st.text(alphabet="ab .\n", min_size=1, max_size=6),
-    st.integers(1, 80),
-    st.text(alphabet="ab .\n", max_size=5),
-)
-_TEXT = st.one_of(_PROSE, _REPETITIVE, st.text(alphabet=string.printable, max_size=300))
-
-
-def assert_reproduces(text: str, chunks) -> None:
-    """The exact property stated in the module docstring."""
-    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
-    starts = [c.start_char for c in chunks]
-    assert starts == sorted(starts), starts
-    covered = [False] * len(text)
-    for c in chunks:
-        assert c.text and c.text == c.text.strip()
-        assert text[c.start_char : c.start_char + len(c.text)] == c.text, c
-        covered[c.start_char : c.start_char + len(c.text)] = [True] * len(c.text)
-    lost = [ch for ch, seen in zip(text, covered, strict=True) if not seen and not ch.isspace()]
-    assert lost == [], lost
-    # the same, as concatenation minus overlaps
-    rebuilt, end = "", 0
-    for c in chunks:
-        rebuilt += c.text[max(0, end - c.start_char) :]
-        end = max(end, c.start_char + len(c.text))
-    assert "".join(rebuilt.split()) == "".join(text.split())
-
-
-def _doc(text: str, segments=()) -> Document:
-    if segments:
-        return Document.from_segments(list(segments), source_id="s", source_type="transcript")
-    return Document(source_id="s", source_type="transcript", text=text)
-
-
 @pytest.fixture(scope="module")
 def count_tokens(embedder):
     return embedder.count_tokens
@@ -80,7 +34,7 @@ def count_tokens(embedder):
 
 @SETTINGS
 @given(
-    text=_TEXT,
+    text=TEXT,
     size=st.integers(4, 48),
     overlap_part=st.floats(0, 0.5),
     max_bytes=st.sampled_from([65_535, 64, 24]),
@@ -90,7 +44,7 @@ def test_token_chunks_reproduce_the_text(
 ):
     settings_ = Chunking(chunk_size=size, chunk_overlap=int(size * overlap_part))
     spec = resolve_spec(settings_, embedder.model_id, embedder.max_tokens)
-    chunks = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(_doc(text))
+    chunks = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(make_doc(text))
     assert_reproduces(text, chunks)
     for c in chunks:
         assert len(c.text.encode("utf-8")) <= max_bytes
@@ -110,7 +64,7 @@ _SEGMENT = st.builds(
 @given(segments=st.lists(_SEGMENT, max_size=30), size=st.integers(4, 40))
 def test_chunk_timestamps_are_monotonic(count_tokens, embedder, segments, size):
     segments = sorted(segments, key=lambda s: s.start)  # as every transcript parser yields them
-    doc = _doc("", segments)
+    doc = make_doc("", segments)
     assume(doc.text)
     spec = resolve_spec(Chunking(chunk_size=size), embedder.model_id, embedder.max_tokens)
     chunks = Chunker(spec, count_tokens).split(doc)
@@ -172,7 +126,7 @@ def test_parsed_subtitles_chunk_into_monotonic_timestamps(
 
 @SETTINGS
 @given(
-    text=_TEXT,
+    text=TEXT,
     size=st.integers(1, 60),
     overlap_part=st.floats(0, 0.9),
     tokens=st.booleans(),

@@ -21,23 +21,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-import string
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from chunk_properties import SETTINGS, TEXT, assert_reproduces, make_doc
 from corpusflow.chunking import Chunker, resolve_spec
 from corpusflow.config import Chunking
 from corpusflow.models import Document, Reject, Skipped
 from corpusflow.sources.articles import iter_articles
 from corpusflow.sources.transcripts import iter_transcripts
-
-SETTINGS = settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 # --- building blocks that reach past the first line of each parser -------------------------
 _TIMES = st.sampled_from(
@@ -173,53 +167,9 @@ def test_any_bytes_as_csv_never_raise(scratch, data):
 
 
 # --- the chunker -----------------------------------------------------------------------------
-_PROSE = st.lists(
-    st.sampled_from(list("ab c\n\t.,") + ["é", "€", "🎉", "שׁ", "\u200f", "xyzzy", "  \n\n"]),
-    max_size=200,
-).map("".join)
-_REPETITIVE = st.builds(
-    lambda unit, n, tail: unit * n + tail,
-    st.text(alphabet="ab .\n", min_size=1, max_size=6),
-    st.integers(1, 80),
-    st.text(alphabet="ab .\n", max_size=5),
-)
-_TEXT = st.one_of(_PROSE, _REPETITIVE, st.text(alphabet=string.printable, max_size=300))
-
-
-def assert_reproduces(text: str, chunks) -> None:
-    """The exact property stated in the module docstring."""
-    assert [c.chunk_index for c in chunks] == list(range(len(chunks)))
-    starts = [c.start_char for c in chunks]
-    assert starts == sorted(starts), starts
-    covered = [False] * len(text)
-    for c in chunks:
-        assert c.text and c.text == c.text.strip()
-        assert text[c.start_char : c.start_char + len(c.text)] == c.text, c
-        covered[c.start_char : c.start_char + len(c.text)] = [True] * len(c.text)
-    lost = [ch for ch, seen in zip(text, covered, strict=True) if not seen and not ch.isspace()]
-    assert lost == [], lost
-    # the same, as concatenation minus overlaps
-    rebuilt, end = "", 0
-    for c in chunks:
-        rebuilt += c.text[max(0, end - c.start_char) :]
-        end = max(end, c.start_char + len(c.text))
-    assert "".join(rebuilt.split()) == "".join(text.split())
-
-
-def _doc(text: str, segments=()) -> Document:
-    if segments:
-        return Document.from_segments(list(segments), source_id="s", source_type="transcript")
-    return Document(source_id="s", source_type="transcript", text=text)
-
-
-@pytest.fixture(scope="module")
-def count_tokens(embedder):
-    return embedder.count_tokens
-
-
 @SETTINGS
 @given(
-    text=_TEXT,
+    text=TEXT,
     size=st.integers(2, 60),
     overlap_part=st.floats(0, 0.9),
     max_bytes=st.sampled_from([65_535, 40]),
@@ -230,6 +180,6 @@ def test_character_chunks_reproduce_the_text(text, size, overlap_part, max_bytes
         "m",
         None,
     )
-    chunks = Chunker(spec, max_text_bytes=max_bytes).split(_doc(text))
+    chunks = Chunker(spec, max_text_bytes=max_bytes).split(make_doc(text))
     assert_reproduces(text, chunks)
     assert all(len(c.text) <= size for c in chunks)

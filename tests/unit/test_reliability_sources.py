@@ -9,54 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI
 from corpusflow.models import Document, Reject, Skipped
 from corpusflow.sources.articles import iter_articles
 from corpusflow.sources.transcripts import iter_transcripts
-
-VTT = "WEBVTT\n\n00:00:01.000 --> 00:00:03.000\nRivers carve valleys.\n"
-BAD_NAME = b"caf\xe9 notes.vtt"  # Latin-1 "café": not decodable as UTF-8
-OVERFLOW = json.dumps([{"text": "far future", "start": 1.7e308, "duration": 1.7e308}])
-
-
-def _rows(n: int, bad_row: int) -> bytes:
-    """A CSV of `n` articles; row `bad_row` holds one Latin-1 byte, deep past the first 64 KiB."""
-    lines = [b"id,title,text"]
-    for i in range(1, n + 1):
-        body = f"Article number {i} about rivers and valleys. ".encode() * 20
-        if i == bad_row:
-            body = body[:40] + b"caf\xe9 " + body[40:]
-        lines.append(f"{i},Title {i},".encode() + b'"' + body + b'"')
-    return b"\n".join(lines) + b"\n"
-
-
-def build(root: Path) -> None:
-    tr = root / "transcripts"
-    tr.mkdir(parents=True)
-    (tr / "good.vtt").write_text(VTT, encoding="utf-8")
-    (tr / os.fsdecode(BAD_NAME)).write_text(VTT.replace("Rivers", "Cafes"), encoding="utf-8")
-    os.mkfifo(tr / "pipe.vtt")
-    (tr / "overflow.json").write_text(OVERFLOW, encoding="utf-8")
-    ar = root / "articles"
-    ar.mkdir()
-    (ar / "news.csv").write_bytes(_rows(120, bad_row=100))
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("hostile")
-    build(root)
-    args = ["ingest", "--transcripts", "transcripts", "--articles", "articles", "--json"]
-    try:
-        out = subprocess.run([CLI, *args], cwd=root, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the ingest hung (a FIFO in the data directory was opened?)")
-    return {"root": root, "out": out}
+from hostile_sources import BAD_NAME, VTT, rows
 
 
 # ----------------------------------------------------------------------------------------
@@ -98,7 +58,7 @@ def test_a_named_device_is_rejected_without_being_read(tmp_path):
 
 def test_one_bad_byte_deep_in_a_csv_rejects_only_its_row(tmp_path):
     path = tmp_path / "news.csv"
-    path.write_bytes(_rows(120, bad_row=100))
+    path.write_bytes(rows(120, bad_row=100))
     assert path.stat().st_size > 1 << 16  # past the header check's first 64 KiB
     items = list(iter_articles([path], block_size=1 << 12))
     docs = [i for i in items if isinstance(i, Document)]

@@ -19,25 +19,12 @@ import yaml
 from conftest import CLI
 from milvus_servers import free_port
 from openai_stub import Fault, openai_settings, serve
+from secret_forms import assert_no_secret
 from test_faults import assert_one_line_error
 
 PASSWORD = "PlantedUriPass7731"
 KEY = "sk-proj-plantedEchoKey0c9d2e"
 TIMEOUT = 180
-
-
-def forms(secret: str) -> list[str]:
-    """The secret raw and base64-encoded at each of the three alignments in a longer text."""
-    out = [secret]
-    for prefix in (b"", b"u", b"us"):
-        enc = base64.b64encode(prefix + secret.encode()).decode().rstrip("=")
-        out.append(enc[len(prefix) * 2 : len(enc) - 2])  # the part only the secret decides
-    return out
-
-
-def assert_no_secret(text: str, secret: str) -> None:
-    for form in forms(secret):
-        assert form not in text, f"{form!r} (a form of the secret) leaked:\n{text[-2000:]}"
 
 
 def write_project(root: Path, embedding: dict | None = None) -> None:

@@ -528,24 +528,6 @@ def test_snapshot_exports_past_the_16384_window(backend, backend_ctx):
     assert data["records"][n // 2] == scalars(by_id(rows)[ids[n // 2]], SNAPSHOT_FIELDS)
 
 
-WORKER = r"""
-import json, sys
-from corpusflow.config import Params
-from corpusflow.models import Document
-from corpusflow.pipeline import Context, ingest
-
-spec = json.loads(open(sys.argv[1], encoding="utf-8").read())
-ctx = Context(Params.model_validate(spec["params"]))  # MILVUS_URI/MILVUS_TOKEN: environment
-docs = [Document(**d) for d in spec["documents"]]
-ctx.store.alias_target()  # connected, imports done
-print("ready", flush=True)
-sys.stdin.readline()  # both workers start ingesting on the same signal
-result = ingest(ctx, docs)
-ctx.close()
-print(json.dumps(result.to_dict()), flush=True)
-"""
-
-
 @dataclass
 class WriterGroup:
     """One writer's sources, its params, and the ids a clean run of it produces."""

@@ -7,22 +7,11 @@ from pathlib import Path
 
 from conftest import REPO
 from corpusflow.config import load_params
-from corpusflow.ids import canonical_json
 from corpusflow.pipeline import Context, extract, ingest, snapshot
 from corpusflow.snapshot import (
-    SNAPSHOT_FORMAT,
     by_id,
 )
-
-
-def in_memory_bytes(header: dict, records: list[dict], queries: dict) -> bytes:
-    """The writer as it was before streaming (everything sorted in memory): the reference."""
-    ordered = sorted(records, key=lambda r: r["id"])
-    head = dict(header, format=SNAPSHOT_FORMAT, count=len(ordered), queries=queries)
-    text = canonical_json(head)[:-1] + ',"records":[\n'
-    for i, record in enumerate(ordered):
-        text += ("," if i else "") + canonical_json(record) + "\n"
-    return (text + "]}\n").encode("utf-8")
+from snapshot_reference import in_memory_bytes
 
 
 # ------------------------------------------------------------------------------------------
@@ -66,18 +55,3 @@ def test_the_sample_corpus_snapshot_has_the_same_bytes_as_the_in_memory_writer(
     }
     expected = in_memory_bytes(captured["header"], captured["records"], queries)
     assert Path(result.path).read_bytes() == expected
-
-
-class Counted(dict):
-    """A record that knows how many records are alive at once."""
-
-    alive = 0
-    peak = 0
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        Counted.alive += 1
-        Counted.peak = max(Counted.peak, Counted.alive)
-
-    def __del__(self):
-        Counted.alive -= 1

@@ -7,22 +7,9 @@ from __future__ import annotations
 import base64
 
 from corpusflow.redact import redact
+from secret_forms import assert_no_secret
 
 PASSWORD = "PlantedUriPass7731"
-
-
-def forms(secret: str) -> list[str]:
-    """The secret raw and base64-encoded at each of the three alignments in a longer text."""
-    out = [secret]
-    for prefix in (b"", b"u", b"us"):
-        enc = base64.b64encode(prefix + secret.encode()).decode().rstrip("=")
-        out.append(enc[len(prefix) * 2 : len(enc) - 2])  # the part only the secret decides
-    return out
-
-
-def assert_no_secret(text: str, secret: str) -> None:
-    for form in forms(secret):
-        assert form not in text, f"{form!r} (a form of the secret) leaked:\n{text[-2000:]}"
 
 
 def test_redact_covers_every_alignment_and_url_user_info(monkeypatch):

@@ -338,3 +338,14 @@ def launch(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> 
     if proc.returncode != 0 or launcher is None:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed: {proc.stderr[-2000:]}")
     return {**report, "launcher": launcher}
+
+
+def write_result(out: str | Path, result: dict, sort_keys: bool = False) -> Path:
+    """A benchmark's JSON result at `out` (folders made), readable: indented, UTF-8."""
+    import json
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, sort_keys=sort_keys, ensure_ascii=False)
+    path.write_text(text + "\n", encoding="utf-8")
+    return path

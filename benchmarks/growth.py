@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BIN, child_env, close_context, make_context, offline_environ
+from benchmarks.common import (
+    BIN,
+    child_env,
+    close_context,
+    make_context,
+    offline_environ,
+    write_result,
+)
 from benchmarks.corpus import generate, pick_edits
 
 RUNS = 3
@@ -244,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "lite_server": client,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_result(args.out, result, sort_keys=True)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

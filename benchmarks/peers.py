@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import BIN, REPO, launch, machine_info, offline_environ, r3
+from benchmarks.common import BIN, REPO, launch, machine_info, offline_environ, r3, write_result
 from benchmarks.corpus import generate
 
 PEERS = ("corpusflow", "langchain", "llamaindex")
@@ -288,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": rat,
         "raw": rounds,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = write_result(args.out, result)
     print(f"\nwrote {out}")
     return 0
 

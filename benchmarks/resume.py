@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BIN, child_env, offline_environ
+from benchmarks.common import BIN, child_env, offline_environ, write_result
 from benchmarks.corpus import generate
 from benchmarks.growth import _params, _prefill
 
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if result["stored_after_rerun"] != result["chunks"]:
         stored = result["stored_after_rerun"]
         print(f"stored {stored} of {result['chunks']} chunks", file=sys.stderr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_result(args.out, result, sort_keys=True)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0 if result["stored_after_rerun"] == result["chunks"] else 1
 

@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python benchmarks/run.py` as well as `python -m benchmarks.run`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, machine_info, offline_environ  # noqa: E402
+from benchmarks.common import REPO, machine_info, offline_environ, write_result  # noqa: E402
 from benchmarks.figures import FIGURES, ORDER, QUICK, Bench, Figure, Sizes  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "latest.json"
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "figures": dicts,
         "errors": errors,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    out = write_result(args.out, result)
     print(f"\nwrote {out} ({total / 60:.1f} min)")
     if args.write_docs:
         write_docs(markdown(result))

@@ -105,6 +105,18 @@ def flow_process_does_no_row_work(monkeypatch):
     return here
 
 
+def projects(flowkit, tmp_path, monkeypatch, milvus_server):
+    """The sample corpus under tmp_path (the working directory) and two projects over it:
+    one writing to the Milvus server (its params file returned), one local (no params yet)."""
+    monkeypatch.chdir(tmp_path)
+    flowkit.copy_sample(tmp_path / "corpus")
+    sources = corpus_sources(tmp_path / "corpus")
+    on_dask, local = tmp_path / "dask", tmp_path / "local"
+    for root in (on_dask, local):
+        root.mkdir()
+    return sources, on_dask, local, write_params(on_dask, sources, milvus_server)
+
+
 def test_dask_run_builds_what_a_local_run_builds_and_skips_unchanged_files(
     flowkit, prefect_harness, flow_model, local_cluster, milvus_server, tmp_path, monkeypatch,
     make_ctx, flow_process_does_no_row_work,
@@ -114,13 +126,7 @@ def test_dask_run_builds_what_a_local_run_builds_and_skips_unchanged_files(
     from corpusflow import scaleout
 
     cluster, client = local_cluster
-    monkeypatch.chdir(tmp_path)
-    flowkit.copy_sample(tmp_path / "corpus")
-    sources = corpus_sources(tmp_path / "corpus")
-    on_dask, local = tmp_path / "dask", tmp_path / "local"
-    for root in (on_dask, local):
-        root.mkdir()
-    dask_params = write_params(on_dask, sources, milvus_server)
+    sources, on_dask, local, dask_params = projects(flowkit, tmp_path, monkeypatch, milvus_server)
     local_params = write_params(local, sources)
     flow = ingest.with_options(retries=0)
 
@@ -172,13 +178,7 @@ def test_a_failure_midway_on_the_workers_leaves_a_state_the_next_run_completes(
     from flows.ingest import ingest
 
     cluster, client = local_cluster
-    monkeypatch.chdir(tmp_path)
-    flowkit.copy_sample(tmp_path / "corpus")
-    sources = corpus_sources(tmp_path / "corpus")
-    on_dask, local = tmp_path / "dask", tmp_path / "local"
-    for root in (on_dask, local):
-        root.mkdir()
-    dask_params = write_params(on_dask, sources, milvus_server)
+    sources, on_dask, local, dask_params = projects(flowkit, tmp_path, monkeypatch, milvus_server)
     flow = ingest.with_options(retries=0)
 
     def fail_after_writing_batch_1() -> None:

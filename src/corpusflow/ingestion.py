@@ -122,13 +122,18 @@ class Ingestion:
         self.inputs = (
             Inputs(self.state, self.spec.digest, params.sources, self.memo) if self.state else None
         )
-        self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
         rejects = RejectLog(params.ingest.rejects, self.result.run_id, enabled=not dry_run)
         dups_file = duplicates_path(params.ingest.rejects)
         dups = RejectLog(dups_file, self.result.run_id, enabled=not dry_run)
         self.result.duplicates_file = str(dups_file)
         self.screener = Screener(self.result, rejects, on_reject, self.inputs, dups)
         self.screen, self.reject = self.screener.screen, self.screener.reject
+        self._batch_parts()
+
+    def _batch_parts(self) -> None:
+        """What `plan`, `embed` and `load` derive from ctx and spec: also called by a run
+        that sets ctx, spec, target, result, state, inputs and memo itself (scaleout)."""
+        self.chunker = Chunker(self.spec, self.ctx.embedder.count_tokens)
         self.embed_counts = EmbedCounts()
         # the stored state and the input tracker are shared by the stages; when they overlap
         # (runner.run_pipelined) each touches them only while holding this lock

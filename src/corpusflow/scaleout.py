@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpusflow.chunking import Chunker, ChunkerSpec
+from corpusflow.chunking import ChunkerSpec
 from corpusflow.config import Env, Params
 from corpusflow.context import Context
-from corpusflow.embedding.cached import EmbedCounts
 from corpusflow.ids import input_key, project_root, set_project_root
 from corpusflow.ingestion import Ingestion
 from corpusflow.inputs import Inputs
@@ -210,9 +208,7 @@ class WorkerRun(Ingestion):
         self.done = BatchDone({}, {})
         self.state, self.inputs = _GivenState(job.stored, self.done), _HandedInputs(self.done)
         self.memo = NO_MEMO
-        self.chunker = Chunker(self.spec, ctx.embedder.count_tokens)
-        self.embed_counts = EmbedCounts()
-        self.lock = threading.RLock()  # the stages' shared lock (one thread here: uncontended)
+        self._batch_parts()
 
     def reject(self, item: Reject, input_counted: bool = False) -> None:
         """Counted and logged by the driver (`Ingestion.reject`), not here."""

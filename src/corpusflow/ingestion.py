@@ -224,7 +224,7 @@ class Ingestion:
         ]
         if self.state is not None and plan.settled:
             with self.lock:
-                self.state.begin(s.source_id for s in plan.settled)
+                self.state.begin(plan.settled)
         self.result.upserted += ctx.store.upsert(self.target, rows, ctx.params.milvus.batch_size)
         self.result.deleted += ctx.store.delete_ids(self.target, plan.stale)
         with self.lock:
@@ -247,6 +247,7 @@ class Ingestion:
         if self.state is not None:
             self.state.see(self.screener.seen)
             self.state.see(self.screener.protected)
+            self.state.resolve_doubt()
         if r.cleanup == "full" and self.state is not None:
             r.deleted += self._remove(list(self.state.unseen()))
         if self.previous != self.target and not self.dry_run:
@@ -268,7 +269,7 @@ class Ingestion:
         ids = [i for s in sources for i in s.ids]
         if self.dry_run or not ids:
             return len(ids)
-        self.state.begin(s.source_id for s in sources)
+        self.state.begin(sources)
         self.ctx.store.delete_ids(self.target, ids)
         self.state.settle([], removed=[s.source_id for s in sources])
         return len(ids)
@@ -311,7 +312,7 @@ class Ingestion:
             batch.clear()
             return n
 
-        self.state.begin(sources)
+        self.state.begin(sources.values())
         for row in ctx.store.iter_rows(self.previous, list(SCALAR_FIELDS)):
             if row["source_id"] in sources:
                 batch.append(row)

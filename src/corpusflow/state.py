@@ -9,8 +9,12 @@ never parses a file that did not change. It is trusted only while it provably ma
   seen: a dropped and rebuilt collection has another) and `corpusflow.epoch` (moved by every
   run that writes). Both must equal the local copy, and Milvus' exact row count must equal
   the sum of the local chunk counts; otherwise the table is rebuilt from Milvus;
-- each batch is journaled (`pending`) before it is written to Milvus and settled after, so a
-  kill -9 leaves only that batch's sources to re-read from Milvus, not the collection;
+- each batch is journaled (`pending`, with the chunk ids it writes) before it is written to
+  Milvus and settled after. After a kill -9 a writing run reads nothing back: each journaled
+  source is *in doubt* (never current; its possible rows are the ids it had and the ids the
+  batch wrote), so the run rewrites it, and what is still in doubt at its end is read back.
+  (Reading back needs the collection loaded, which after a kill means building its vector
+  index: seconds, growing with the collection. Rewriting a batch costs one upsert.);
 - a run whose epoch was moved by another writer meanwhile leaves the table untrusted.
 """
 
@@ -25,7 +29,7 @@ from typing import Any, NamedTuple
 
 INSTANCE, EPOCH = "corpusflow.instance", "corpusflow.epoch"
 MODEL = "corpusflow.model"  # the embedding model of every row (one physical collection per model)
-STATE_VERSION = 1  # bump when the table's meaning changes: old tables are rebuilt
+STATE_VERSION = 2  # bump when the table's meaning changes: old tables are rebuilt
 _FIELDS = ["id", "source_id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index"]
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,12 +43,14 @@ CREATE TABLE IF NOT EXISTS sources(
     PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sources_by_input ON sources(coll, input);
 CREATE TABLE IF NOT EXISTS pending(
-    coll TEXT NOT NULL, source_id TEXT NOT NULL, PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
+    coll TEXT NOT NULL, source_id TEXT NOT NULL, ids TEXT, source_type TEXT,
+    PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inputs(
     coll TEXT NOT NULL, input TEXT NOT NULL, fingerprint TEXT NOT NULL,
     PRIMARY KEY (coll, input)) WITHOUT ROWID;
 """
 MIXED = "mixed"  # doc_hash of a source whose stored rows disagree: never current
+DOUBT = "in doubt"  # doc_hash of a source a killed batch was writing: never current, 0 chunks
 
 
 class Stored(NamedTuple):
@@ -116,8 +122,10 @@ class StateTable:
         ).fetchone()
         trusted = instance is not None and local == (instance, epoch)
         if trusted:
+            doubt = self._doubt_pending() if self.writable else 0
             self._settle_pending()
-            trusted = self.total_chunks() == self.store.row_count(self.physical)
+            total = self.total_chunks()  # in-doubt sources count 0, their rows up to `doubt`
+            trusted = total <= self.store.row_count(self.physical) <= total + doubt
         if not trusted:
             self.rebuild(instance or "", epoch)
         return trusted
@@ -138,6 +146,8 @@ class StateTable:
         pending = self.db.execute("SELECT 1 FROM pending WHERE coll=?", (self.coll,)).fetchone()
         if instance is None or local != (instance, epoch) or pending is not None:
             return False
+        if self._in_doubt():
+            return False
         return self.total_chunks() == self.store.row_count(self.physical)
 
     def by_type(self) -> dict[str, dict[str, int]]:
@@ -149,12 +159,50 @@ class StateTable:
         )
         return {t: {"documents": int(d), "chunks": int(c)} for t, d, c in rows}
 
+    def _doubt_pending(self) -> int:
+        """Journaled sources whose ids are known become in doubt (nothing is read); the
+        number of rows every in-doubt source may have in Milvus."""
+        pending = self.db.execute(
+            "SELECT source_id, ids, source_type FROM pending WHERE coll=? AND ids IS NOT NULL",
+            (self.coll,),
+        ).fetchall()
+        with self._tx():
+            for sid, ids, stype in pending:
+                old = self.lookup([sid]).get(sid)
+                union = dict.fromkeys((*(old.ids if old else ()), *json.loads(ids)))
+                self._put(
+                    Stored(
+                        sid,
+                        old.source_type if old else stype or "",
+                        DOUBT,
+                        old.chunker if old else "",
+                        0,
+                        tuple(union),
+                        old.input if old else input_of_id(sid),
+                    )
+                )
+                self.db.execute(
+                    "DELETE FROM pending WHERE coll=? AND source_id=?", (self.coll, sid)
+                )
+        return sum(len(s.ids) for s in self._in_doubt())
+
+    def _in_doubt(self) -> list[Stored]:
+        cursor = self.db.execute(
+            "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input FROM sources"
+            " WHERE coll=? AND doc_hash=?",
+            (self.coll, DOUBT),
+        )
+        return list(map(_stored, cursor))
+
     def _settle_pending(self) -> None:
         """Sources of a batch a killed run was writing: read their rows back from Milvus."""
         ids = [
             r[0]
             for r in self.db.execute("SELECT source_id FROM pending WHERE coll=?", (self.coll,))
         ]
+        self._read_back(ids)
+
+    def _read_back(self, ids: Sequence[str]) -> None:
         for i in range(0, len(ids), 100):
             part = ids[i : i + 100]
             rows = self.store.state_of(self.physical, part, _FIELDS)
@@ -235,6 +283,13 @@ class StateTable:
                 )
         self.store.set_properties(self.physical, {EPOCH: self.epoch})
 
+    def resolve_doubt(self) -> None:
+        """Near the end of a writing run: read back what is still in doubt (journaled by a
+        killed run and not rewritten by this one), so the table is exact again."""
+        doubt = [s.source_id for s in self._in_doubt()]
+        if doubt and self.writable:
+            self._read_back(doubt)
+
     def release(self) -> None:
         """End of a writing run: if another writer moved the epoch meanwhile, what we hold
         may miss its writes, so neither side may trust its table any more."""
@@ -295,9 +350,9 @@ class StateTable:
             return None
         agg = self.db.execute(
             "SELECT min(source_type), count(*), coalesce(sum(n_chunks), 0),"
-            " sum(chunker != ? OR doc_hash = ?) FROM sources INDEXED BY sources_by_input"
+            " sum(chunker != ? OR doc_hash IN (?, ?)) FROM sources INDEXED BY sources_by_input"
             " WHERE coll=? AND input=?",
-            (chunker, MIXED, self.coll, input),
+            (chunker, MIXED, DOUBT, self.coll, input),
         ).fetchone()
         if not agg[1] or agg[3]:
             return None
@@ -353,13 +408,20 @@ class StateTable:
         )
 
     # --- writes (journaled around each Milvus batch) ------------------------------------
-    def begin(self, source_ids: Iterable[str]) -> None:
+    def begin(self, sources: Iterable[Stored | str]) -> None:
+        """Journal a batch before it is written: each source as it will be stored (its ids
+        known), or only its id (its rows are then read back after a kill)."""
         if self.writable:
             self.claim()
             with self._tx():
                 self.db.executemany(
-                    "INSERT OR IGNORE INTO pending VALUES (?,?)",
-                    ((self.coll, s) for s in source_ids),
+                    "INSERT OR IGNORE INTO pending VALUES (?,?,?,?)",
+                    (
+                        (self.coll, s, None, None)
+                        if isinstance(s, str)
+                        else (self.coll, s.source_id, json.dumps(list(s.ids)), s.source_type)
+                        for s in sources
+                    ),
                 )
 
     def settle(

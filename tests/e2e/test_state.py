@@ -249,17 +249,13 @@ def test_unchanged_files_are_not_read_again(make_ctx, tmp_path, monkeypatch):
     assert read == []
 
 
-def test_state_survives_a_kill_between_milvus_write_and_settle(make_ctx, monkeypatch):
-    """A kill after the Milvus upsert but before the local table settles: the next run
-    re-reads only the journaled sources, not the whole collection."""
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (no except, no finally that settles)."""
+
+
+def _kill_after_the_write(ctx, docs, monkeypatch) -> None:
+    """Ingest `docs`, dying after the Milvus upsert but before the local table settles."""
     from corpusflow import state as state_mod
-
-    ctx = make_ctx()
-    docs = [_doc(n, t) for n, t in TEXTS.items()]
-    ingest(ctx, docs[:2])
-
-    class Killed(BaseException):
-        pass
 
     def die(self, *a, **k):
         raise Killed
@@ -271,15 +267,81 @@ def test_state_survives_a_kill_between_milvus_write_and_settle(make_ctx, monkeyp
     for table in ctx._states:
         table.close()
     ctx._states.clear()
+
+
+def _reads_of_milvus(monkeypatch) -> list[str]:
+    """Every filtered or full read of the collection's rows from now on, and every rebuild."""
+    from corpusflow import state as state_mod
+    from corpusflow.store import MilvusStore
+
     calls: list[str] = []
-    real = state_mod.StateTable.rebuild
+    real_rows, real_rebuild = MilvusStore.iter_rows, state_mod.StateTable.rebuild
+
+    def rows(self, name, fields, filter="", **kw):
+        calls.append(f"iter_rows {filter[:40]}")
+        return real_rows(self, name, fields, filter, **kw)
+
+    monkeypatch.setattr(MilvusStore, "iter_rows", rows)
     monkeypatch.setattr(
-        state_mod.StateTable, "rebuild", lambda s, *a: calls.append("x") or real(s, *a)
+        state_mod.StateTable,
+        "rebuild",
+        lambda s, *a: calls.append("rebuild") or real_rebuild(s, *a),
     )
+    return calls
+
+
+def test_a_kill_between_milvus_write_and_settle_is_redone_without_reading_milvus(
+    make_ctx, monkeypatch
+):
+    """The journal names the sources and ids of the batch in flight: the next run rewrites
+    that batch (an upsert) instead of loading the collection to read it back."""
+    ctx = make_ctx()
+    docs = [_doc(n, t) for n, t in TEXTS.items()]
+    first = ingest(ctx, docs[:2])
+    _kill_after_the_write(ctx, docs, monkeypatch)
+    reads = _reads_of_milvus(monkeypatch)
     again = ingest(ctx, docs)
-    assert calls == []  # the journal told which sources to check: no full re-read
-    assert (again.upserted, again.deleted) == (0, 0) and again.unchanged_documents == 3
+    assert reads == []  # no read-back, no rebuild
+    a3 = again.chunks - first.chunks
+    assert (again.upserted, again.updated, again.added, again.deleted) == (a3, a3, 0, 0)
+    assert again.unchanged_documents == 2
+    monkeypatch.undo()
     assert len(rows_of(ctx)) == again.chunks
+    assert ctx.state_of(ctx.store.alias_target()).matches()  # the table is exact again
+
+
+def test_a_source_edited_after_a_kill_keeps_no_row_of_the_killed_batch(make_ctx, monkeypatch):
+    ctx = make_ctx()
+    docs = [_doc(n, t) for n, t in TEXTS.items()]
+    ingest(ctx, docs[:2])
+    _kill_after_the_write(ctx, docs, monkeypatch)
+    edited = _doc("a3", "Peppers like warm soil, little water and a sheltered corner.")
+    again = ingest(ctx, [*docs[:2], edited])
+    stored = rows_of(ctx)
+    assert len(stored) == again.chunks
+    assert {h for sid, h in stored.values() if sid == edited.source_id} == {edited.content_hash}
+
+
+@pytest.mark.parametrize("cleanup", ["incremental", "full"])
+def test_a_killed_batch_not_met_again_is_read_back_exactly(make_ctx, monkeypatch, cleanup):
+    """A journaled source the rerun does not meet is read back at its end: kept exactly as
+    stored (incremental), or deleted with its exact row count (full)."""
+    ctx = make_ctx()
+    docs = [_doc(n, t) for n, t in TEXTS.items()]
+    first = ingest(ctx, docs[:2])
+    _kill_after_the_write(ctx, docs, monkeypatch)
+    stored = rows_of(ctx)
+    a3_rows = sum(1 for sid, _ in stored.values() if sid == docs[2].source_id)
+    assert a3_rows > 0  # the killed run's upsert is in Milvus
+    again = ingest(ctx, docs[:2], cleanup=cleanup)
+    assert again.upserted == 0
+    left = rows_of(ctx)
+    if cleanup == "full":
+        assert again.deleted == a3_rows and len(left) == first.chunks
+    else:
+        assert again.deleted == 0 and left == stored
+    table = ctx.state_of(ctx.store.alias_target())
+    assert table.matches() and table.total_chunks() == len(left)
 
 
 def test_stats_counts_documents_and_chunks_without_reading_rows(make_ctx, monkeypatch):

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from corpusflow.chunking import Chunker, ChunkerSpec
@@ -146,8 +147,13 @@ class Ingestion:
         youtube: Sequence[str] = (),
     ) -> Iterator[SourceItem]:
         """The sources as items; files whose fingerprint is unchanged are not read."""
-        skip = self.inputs.skip if self.inputs is not None else None
+        skip = self._skip if self.inputs is not None else None
         return extract(self.ctx.params, transcripts, articles, youtube, skip=skip)
+
+    def _skip(self, path: Path, source_type: str) -> list[Any] | None:
+        """`Inputs.skip` under the run's lock: the loader settles inputs meanwhile."""
+        with self.lock:
+            return self.inputs.skip(path, source_type)
 
     # --- per batch ---------------------------------------------------------------------
     def plan(self, batch: Sequence[Document]) -> BatchPlan:

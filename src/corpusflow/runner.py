@@ -90,15 +90,13 @@ class _Stages:
         return _DONE
 
     def _documents(self) -> Iterator[Document]:
-        """Screened documents, each pulled while holding the run's lock (screening records
-        what it meets in the state the loader settles)."""
-        it = iter(self.run.screen(self.items))
-        while True:
+        """Screened documents. Each item is read and parsed without the run's lock (the
+        sources' skip callback takes it for the state lookup) and screened holding it
+        (screening records what it meets in the state the loader settles)."""
+        for item in self.items:
             with self.run.lock:
-                doc = next(it, _DONE)
-            if doc is _DONE:
-                return
-            yield doc
+                docs = list(self.run.screen((item,)))
+            yield from docs
 
     def _prepare(self) -> None:
         size = self.run.ctx.params.ingest.batch_documents

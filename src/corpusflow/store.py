@@ -221,11 +221,19 @@ class MilvusStore:
 
     # --- writes ------------------------------------------------------------------------
     def upsert(self, name: str, rows: Sequence[dict[str, Any]], batch_size: int = 500) -> int:
-        """Upsert (never insert: on a server an existing key would duplicate)."""
+        """Write whole rows, replacing any with the same key.
+
+        A server gets `upsert` (an insert of an existing key would duplicate it). Milvus Lite
+        gets `insert`: its engine keeps every write with a sequence number and every read,
+        count and compaction keeps only a key's latest, so an insert of a whole row replaces
+        it; its `upsert` first reads each key's old row to merge a partial update (looking in
+        every segment), which whole rows never need (tests/integration/test_reliability_store.py
+        checks the replacement)."""
         if self._nulls_stored_as_nan(name):
             rows = [_nan_for_none(row) for row in rows]
+        write = self.client.insert if self._is_lite() else self.client.upsert
         for i in range(0, len(rows), batch_size):
-            self.client.upsert(name, list(rows[i : i + batch_size]))
+            write(name, list(rows[i : i + batch_size]))
         return len(rows)
 
     def _is_lite(self) -> bool:

@@ -7,8 +7,11 @@ then create_index); a run killed between them leaves exactly the collection made
 
 from __future__ import annotations
 
+import pytest
+
 from corpusflow.pipeline import ingest, search
-from corpusflow.store import VECTOR_FIELD
+from corpusflow.store import INT_FIELDS, VARCHAR_FIELDS, VECTOR_FIELD, MilvusStore
+from milvus_servers import LiteServer
 from test_incremental import make_doc
 
 
@@ -28,3 +31,52 @@ def test_a_collection_left_without_its_index_gets_it_on_the_next_run(make_ctx, e
     assert (index["index_type"], index["metric_type"]) == ("HNSW", "COSINE")
     hits = search(ctx, docs[1].text[:200], k=1)
     assert hits[0]["source_id"] == docs[1].source_id
+
+
+# --- a write of a stored key replaces its row (Milvus Lite takes `insert`) -----------------
+def _row(i: int, text: str, dimension: int) -> dict:
+    vector = [0.0] * dimension
+    vector[i % dimension] = 1.0 if text.endswith("new") else -1.0
+    fields = {f: "" for f in VARCHAR_FIELDS} | {f: 0 for f in INT_FIELDS}
+    return fields | {
+        "id": f"00000000-0000-0000-0000-{i:012d}",
+        "source_id": f"file:s{i % 3}",
+        "text": text,
+        "doc_hash": text,
+        "start_seconds": None,
+        "end_seconds": None,
+        "vector": vector,
+    }
+
+
+@pytest.mark.parametrize("where", ["embedded", "lite server"])
+def test_writing_stored_keys_again_replaces_their_rows(tmp_path, where):
+    """Milvus Lite gets whole rows through `insert`: a key written again (in the memtable, in
+    a flushed segment, after a reopen) must leave one row, the latest, for every read."""
+    dim, n = 8, 40
+    server = LiteServer(tmp_path / "server") if where == "lite server" else None
+    if server:
+        server.start()
+    uri = server.uri if server else str(tmp_path / "milvus.db")
+    try:
+        store = MilvusStore(uri, "c")
+        store.ensure_collection("t", dim)
+        store.upsert("t", [_row(i, "old", dim) for i in range(n)], batch_size=16)
+        store.client.flush("t")  # the old rows in segments, the rewrite in the memtable
+        store.upsert("t", [_row(i, "new", dim) for i in range(0, n, 2)], batch_size=16)
+        store.upsert("t", [_row(i, "new", dim) for i in range(0, n, 2)], batch_size=16)
+        for reopen in (False, True):
+            if reopen:
+                store.close()
+                store = MilvusStore(uri, "c")
+            rows = {r["id"]: r["text"] for r in store.iter_rows("t", ["id", "text"])}
+            want = {_row(i, "", dim)["id"]: "new" if i % 2 == 0 else "old" for i in range(n)}
+            assert rows == want
+            assert store.row_count("t") == store.count("t") == n
+            hits = store.search("t", _row(4, "new", dim)["vector"], k=n, fields=["id", "text"])
+            assert sorted(h.record["id"] for h in hits) == sorted(want)  # one hit a key
+            assert hits[0].record == {"id": _row(4, "", dim)["id"], "text": "new"}
+        store.close()
+    finally:
+        if server:
+            server.stop()

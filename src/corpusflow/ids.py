@@ -60,7 +60,14 @@ def project_root() -> Path | None:
     root = _PROJECT_ROOT[0]
     if root is not None:
         return root
-    here = Path.cwd().resolve()
+    return _found_root(os.getcwd())
+
+
+@functools.lru_cache(maxsize=8)
+def _found_root(cwd: str) -> Path | None:
+    """The nearest folder from `cwd` upward holding a params.yaml (kept for the run, like
+    resolved paths: every document's input asks for it)."""
+    here = Path(cwd).resolve()
     for folder in (here, *here.parents):
         if (folder / PROJECT_MARKER).is_file():
             return folder
@@ -92,6 +99,7 @@ def _resolved_key(absolute: str, root: Path | None) -> str:
 
 def forget_resolved_paths() -> None:
     _resolved_key.cache_clear()
+    _found_root.cache_clear()
 
 
 def file_source_id(path: str | Path) -> str:

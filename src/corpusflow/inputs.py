@@ -40,7 +40,8 @@ class Fingerprints:
     def __init__(self, settings: Any):
         package = Path(__file__).parent / "sources"
         code = [(p.name, p.read_bytes()) for p in sorted(package.glob("*.py"))]
-        code.append(("models.py", Path(__file__).with_name("models.py").read_bytes()))
+        for name in ("models.py", "ids.py", "memo.py"):  # documents, their hashes, the memo form
+            code.append((name, Path(__file__).with_name(name).read_bytes()))
         self.salt = hash_value([[n, hashlib.sha256(b).hexdigest()] for n, b in code] + [settings])
         self._sidecars: dict[Path, list[str]] = {}
 

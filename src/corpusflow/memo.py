@@ -66,14 +66,17 @@ class Memo:
         out = []
         for item in _unpack(row[0]):
             fields = dict(zip(_DOC_FIELDS, item[0], strict=True))
-            out.append(Document(**fields, segments=tuple(Segment(*s) for s in item[1])))
+            doc = Document(**fields, segments=tuple(Segment(*s) for s in item[1]))
+            doc.__dict__["content_hash"] = item[2]  # kept with it: hashing costs a parse's third
+            out.append(doc)
         return out
 
     def put_documents(self, fingerprint: str, docs: Sequence[Document]) -> None:
         if len(docs) > MAX_DOCUMENTS:
             return
         items = [
-            [[getattr(d, f) for f in _DOC_FIELDS], [list(s) for s in d.segments]] for d in docs
+            [[getattr(d, f) for f in _DOC_FIELDS], [list(s) for s in d.segments], d.content_hash]
+            for d in docs
         ]
         with self.db:
             self.db.execute(

@@ -27,7 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from corpusflow.embedding.base import EmbeddingError
-from corpusflow.embedding.vectors import VectorError, blob_problem, blob_vector, vector_blob
+from corpusflow.embedding.vectors import (
+    VectorError,
+    blob_problem,
+    blob_vector,
+    blob_vectors,
+    vector_blob,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +125,11 @@ class EmbeddingCache:
                     f" WHERE model = ? AND text_hash IN ({marks})",
                     [model, *part],
                 )
+                rows = rows.fetchall()
+                vectors = blob_vectors([b for _, b in rows], dimension) if dimension else None
+                if vectors is not None:
+                    found.update(zip([h for h, _ in rows], vectors, strict=True))
+                    continue
                 for text_hash, blob in rows:
                     problem = blob_problem(blob, dimension)
                     if problem is None:

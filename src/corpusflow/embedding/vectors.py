@@ -129,3 +129,14 @@ def vector_blob(vector: Sequence[float]) -> bytes:
 
 def blob_vector(blob: bytes) -> list[float]:
     return np.frombuffer(blob, dtype="<f4").tolist()
+
+
+def blob_vectors(blobs: Sequence[Any], dimension: int) -> list[list[float]] | None:
+    """Many cached blobs checked and decoded at once (one array, one check: per-row numpy
+    calls cost more than reading them); None if any is unusable (then check them one by
+    one with `blob_problem` to know which)."""
+    size = dimension * FLOAT32_BYTES
+    if not all(isinstance(b, bytes) and len(b) == size for b in blobs):
+        return None
+    arr = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dimension)
+    return None if _problem(arr, dimension) is not None else arr.tolist()

@@ -304,9 +304,9 @@ def max_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _status_kib(key: str) -> int:
+def _status_kib(key: str, pid: int | str = "self") -> int:
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     except OSError:
@@ -319,9 +319,10 @@ def current_rss_kib() -> int:
     return _status_kib("VmRSS")
 
 
-def peak_rss_kib() -> int:
-    """This program's peak RSS since exec (VmHWM, KiB): unlike ru_maxrss, not inherited."""
-    return _status_kib("VmHWM")
+def peak_rss_kib(pid: int | str = "self") -> int:
+    """This program's (or a running process's) peak RSS since exec (VmHWM, KiB): unlike
+    ru_maxrss, not inherited; 0 when it cannot be read."""
+    return _status_kib("VmHWM", pid)
 
 
 def launch(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -10,11 +10,10 @@ never parses a file that did not change. It is trusted only while it provably ma
   run that writes). Both must equal the local copy, and Milvus' exact row count must equal
   the sum of the local chunk counts; otherwise the table is rebuilt from Milvus;
 - each batch is journaled (`pending`, with the chunk ids it writes) before it is written to
-  Milvus and settled after. After a kill -9 a writing run reads nothing back: each journaled
-  source is *in doubt* (never current; its possible rows are the ids it had and the ids the
-  batch wrote), so the run rewrites it, and what is still in doubt at its end is read back.
-  (Reading back needs the collection loaded, which after a kill means building its vector
-  index: seconds, growing with the collection. Rewriting a batch costs one upsert.);
+  Milvus and settled after. After a kill -9 each journaled source is *in doubt* (never
+  current; its possible rows: the ids it had and the batch's), and the next run rewrites it
+  (one upsert) rather than read it back (a load, which after a kill builds the collection's
+  vector index); only what that run does not meet is read back, at its end;
 - a run whose epoch was moved by another writer meanwhile leaves the table untrusted.
 """
 
@@ -31,6 +30,7 @@ INSTANCE, EPOCH = "corpusflow.instance", "corpusflow.epoch"
 MODEL = "corpusflow.model"  # the embedding model of every row (one physical collection per model)
 STATE_VERSION = 2  # bump when the table's meaning changes: old tables are rebuilt
 _FIELDS = ["id", "source_id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index"]
+_ROW_ORDER = ("source_id", "id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('version', '{STATE_VERSION}');
@@ -169,18 +169,9 @@ class StateTable:
         with self._tx():
             for sid, ids, stype in pending:
                 old = self.lookup([sid]).get(sid)
-                union = dict.fromkeys((*(old.ids if old else ()), *json.loads(ids)))
-                self._put(
-                    Stored(
-                        sid,
-                        old.source_type if old else stype or "",
-                        DOUBT,
-                        old.chunker if old else "",
-                        0,
-                        tuple(union),
-                        old.input if old else input_of_id(sid),
-                    )
-                )
+                union = tuple(dict.fromkeys((*(old.ids if old else ()), *json.loads(ids))))
+                old = old or Stored(sid, stype or "", "", "", 0, (), input_of_id(sid))
+                self._put(old._replace(doc_hash=DOUBT, n_chunks=0, ids=union))
                 self.db.execute(
                     "DELETE FROM pending WHERE coll=? AND source_id=?", (self.coll, sid)
                 )
@@ -230,15 +221,7 @@ class StateTable:
             self.db.executemany(
                 "INSERT INTO rows VALUES (?,?,?,?,?,?,?)",
                 (
-                    (
-                        r["source_id"],
-                        r["id"],
-                        r["source_type"],
-                        r["doc_hash"],
-                        r["chunker"],
-                        r["n_chunks"],
-                        r["chunk_index"],
-                    )
+                    tuple(r[f] for f in _ROW_ORDER)
                     for r in self.store.iter_rows(self.physical, _FIELDS)
                 ),
             )
@@ -409,8 +392,7 @@ class StateTable:
 
     # --- writes (journaled around each Milvus batch) ------------------------------------
     def begin(self, sources: Iterable[Stored | str]) -> None:
-        """Journal a batch before it is written: each source as it will be stored (its ids
-        known), or only its id (its rows are then read back after a kill)."""
+        """Journal a batch before it is written: each source as it will be stored, or its id."""
         if self.writable:
             self.claim()
             with self._tx():
@@ -463,19 +445,8 @@ class StateTable:
         return _Tx(self.db)
 
     def _put(self, s: Stored) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?,?,?,?)",
-            (
-                self.coll,
-                s.source_id,
-                s.source_type,
-                s.doc_hash,
-                s.chunker,
-                s.n_chunks,
-                json.dumps(list(s.ids)),
-                s.input,
-            ),
-        )
+        row = (self.coll, *s[:5], json.dumps(list(s.ids)), s.input)
+        self.db.execute("INSERT OR REPLACE INTO sources VALUES (?,?,?,?,?,?,?,?)", row)
 
     def _forget(self, source_id: str) -> None:
         self.db.execute("DELETE FROM sources WHERE coll=? AND source_id=?", (self.coll, source_id))

@@ -350,3 +350,14 @@ def write_result(out: str | Path, result: dict, sort_keys: bool = False) -> Path
     text = json.dumps(result, indent=2, sort_keys=sort_keys, ensure_ascii=False)
     path.write_text(text + "\n", encoding="utf-8")
     return path
+
+
+def partial_keeper(out: str | Path) -> tuple[Path, Callable[..., None]]:
+    """For a long run: the `.partial.json` beside `out`, and a function that rewrites it with
+    what was measured so far (so a run that dies keeps it)."""
+    partial = Path(out).with_suffix(".partial.json")
+
+    def keep(**done: Any) -> None:
+        write_result(partial, done, sort_keys=True)
+
+    return partial, keep

@@ -40,6 +40,7 @@ from benchmarks.common import (
     close_context,
     make_context,
     offline_environ,
+    partial_keeper,
     write_result,
 )
 from benchmarks.corpus import generate, pick_edits
@@ -213,11 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/growth.json")
     args = parser.parse_args(argv)
     offline_environ()
-    partial = Path(args.out).with_suffix(".partial.json")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-
-    def keep(**done: Any) -> None:  # a long run keeps what it measured
-        partial.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    partial, keep = partial_keeper(args.out)
 
     with tempfile.TemporaryDirectory(prefix="corpusflow-growth-") as tmp:
         work = Path(tmp)

@@ -41,6 +41,7 @@ from benchmarks.common import (
     launch,
     machine_info,
     offline_environ,
+    partial_keeper,
     peak_rss_kib,
     write_result,
 )
@@ -313,11 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="work here and keep it (default: a temp dir)")
     args = parser.parse_args(argv)
     offline_environ()
-    partial = Path(args.out).with_suffix(".partial.json")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-
-    def keep(**done: Any) -> None:  # a long run keeps what it measured
-        partial.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    partial, keep = partial_keeper(args.out)
 
     with _work_dir(args.work) as work:
         started = time.perf_counter()

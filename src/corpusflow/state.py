@@ -30,6 +30,7 @@ INSTANCE, EPOCH = "corpusflow.instance", "corpusflow.epoch"
 MODEL = "corpusflow.model"  # the embedding model of every row (one physical collection per model)
 STATE_VERSION = 2  # bump when the table's meaning changes: old tables are rebuilt
 _FIELDS = ["id", "source_id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index"]
+_COLUMNS = "source_id, source_type, doc_hash, chunker, n_chunks, ids, input"  # a Stored
 _ROW_ORDER = ("source_id", "id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,7 +51,9 @@ CREATE TABLE IF NOT EXISTS inputs(
     PRIMARY KEY (coll, input)) WITHOUT ROWID;
 """
 MIXED = "mixed"  # doc_hash of a source whose stored rows disagree: never current
-DOUBT = "in doubt"  # doc_hash of a source a killed batch was writing: never current, 0 chunks
+# doc_hash of a source a killed batch was writing: never current, outside `total_chunks`; its
+# ids are the ones it had (the first n_chunks) and then the ones the batch wrote
+DOUBT = "in doubt"
 
 
 class Stored(NamedTuple):
@@ -124,7 +127,7 @@ class StateTable:
         if trusted:
             doubt = self._doubt_pending() if self.writable else 0
             self._settle_pending()
-            total = self.total_chunks()  # in-doubt sources count 0, their rows up to `doubt`
+            total = self.total_chunks()  # in-doubt sources: up to `doubt` rows more
             trusted = total <= self.store.row_count(self.physical) <= total + doubt
         if not trusted:
             self.rebuild(instance or "", epoch)
@@ -171,17 +174,14 @@ class StateTable:
                 old = self.lookup([sid]).get(sid)
                 union = tuple(dict.fromkeys((*(old.ids if old else ()), *json.loads(ids))))
                 old = old or Stored(sid, stype or "", "", "", 0, (), input_of_id(sid))
-                self._put(old._replace(doc_hash=DOUBT, n_chunks=0, ids=union))
-                self.db.execute(
-                    "DELETE FROM pending WHERE coll=? AND source_id=?", (self.coll, sid)
-                )
+                had = old.n_chunks if old.doc_hash == DOUBT else len(old.ids)
+                self._put(old._replace(doc_hash=DOUBT, n_chunks=had, ids=union))
+            self.db.execute("DELETE FROM pending WHERE coll=? AND ids IS NOT NULL", (self.coll,))
         return sum(len(s.ids) for s in self._in_doubt())
 
     def _in_doubt(self) -> list[Stored]:
         cursor = self.db.execute(
-            "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input FROM sources"
-            " WHERE coll=? AND doc_hash=?",
-            (self.coll, DOUBT),
+            f"SELECT {_COLUMNS} FROM sources WHERE coll=? AND doc_hash=?", (self.coll, DOUBT)
         )
         return list(map(_stored, cursor))
 
@@ -290,23 +290,23 @@ class StateTable:
             part = list(source_ids[i : i + 500])
             marks = ",".join("?" * len(part))
             for row in self.db.execute(
-                "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input "
-                f"FROM sources WHERE coll=? AND source_id IN ({marks})",
+                f"SELECT {_COLUMNS} FROM sources WHERE coll=? AND source_id IN ({marks})",
                 (self.coll, *part),
             ):
                 out[row[0]] = _stored(row)
         return out
 
     def total_chunks(self) -> int:
+        """Chunks of every source known as stored (an in-doubt one's are not known)."""
         row = self.db.execute(
-            "SELECT coalesce(sum(n_chunks), 0) FROM sources WHERE coll=?", (self.coll,)
+            "SELECT coalesce(sum(n_chunks), 0) FROM sources WHERE coll=? AND doc_hash!=?",
+            (self.coll, DOUBT),
         ).fetchone()
         return int(row[0])
 
     def all_sources(self) -> Iterator[Stored]:
         cursor = self.db.execute(
-            "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input "
-            "FROM sources WHERE coll=? ORDER BY source_id",
+            f"SELECT {_COLUMNS} FROM sources WHERE coll=? ORDER BY source_id",
             (self.coll,),
         )
         yield from map(_stored, cursor)
@@ -314,7 +314,7 @@ class StateTable:
     def unseen(self) -> Iterator[Stored]:
         """Stored sources this run has not met (what `full` cleanup removes)."""
         cursor = self.db.execute(
-            "SELECT source_id, source_type, doc_hash, chunker, n_chunks, ids, input FROM sources"
+            f"SELECT {_COLUMNS} FROM sources"
             " WHERE coll=? AND source_id NOT IN (SELECT source_id FROM temp.seen)",
             (self.coll,),
         )

@@ -303,11 +303,32 @@ def test_a_kill_between_milvus_write_and_settle_is_redone_without_reading_milvus
     again = ingest(ctx, docs)
     assert reads == []  # no read-back, no rebuild
     a3 = again.chunks - first.chunks
-    assert (again.upserted, again.updated, again.added, again.deleted) == (a3, a3, 0, 0)
+    # counted against the last completed state: a3 was not stored by any run that ended
+    assert (again.upserted, again.added, again.updated, again.deleted) == (a3, a3, 0, 0)
     assert again.unchanged_documents == 2
     monkeypatch.undo()
     assert len(rows_of(ctx)) == again.chunks
     assert ctx.state_of(ctx.store.alias_target()).matches()  # the table is exact again
+
+
+def test_a_rerun_after_a_kill_counts_what_an_uninterrupted_run_counts(
+    make_ctx, monkeypatch, tmp_path
+):
+    """Counts are against the last completed run: the killed batch's writes are redone, not
+    reported as updates of rows no finished run stored."""
+    long = " ".join(f"{TEXTS['a3']} Part {i}." for i in range(12))
+    v1, v2 = _doc("a3", long), _doc("a3", long.replace("Part 7.", "Part seven, changed."))
+    counts = {}
+    for killed in (False, True):
+        small = {"chunking": {"mode": "characters", "chunk_size": 200, "chunk_overlap": 0}}
+        ctx = make_ctx(tmp_path / f"killed-{killed}", **small)
+        ingest(ctx, [v1])
+        if killed:
+            _kill_after_the_write(ctx, [v2], monkeypatch)
+        r = ingest(ctx, [v2])
+        counts[killed] = (r.added, r.updated, r.deleted, r.chunks, len(rows_of(ctx)))
+        ctx.close()
+    assert counts[True] == counts[False] and counts[False][0] > 0 and counts[False][2] > 0
 
 
 def test_a_source_edited_after_a_kill_keeps_no_row_of_the_killed_batch(make_ctx, monkeypatch):

@@ -102,6 +102,15 @@ def forget_resolved_paths() -> None:
     _found_root.cache_clear()
 
 
+def input_of_id(source_id: str) -> str:
+    """The input file a `file:`/`csv:` id names (for ids rebuilt from Milvus)."""
+    if source_id.startswith("file:"):
+        return source_id[5:]
+    if source_id.startswith("csv:"):
+        return source_id[4:].rpartition(":")[0]
+    return ""
+
+
 def file_source_id(path: str | Path) -> str:
     """`file:<input key>` for a transcript with no video id."""
     return f"file:{input_key(path)}"

@@ -23,7 +23,7 @@ from corpusflow.memo import NO_MEMO
 from corpusflow.models import Chunk, Document, IngestResult, Reject, SourceItem
 from corpusflow.screening import RejectLog, Screener, duplicates_path
 from corpusflow.sources.extract import extract
-from corpusflow.state import DOUBT, MIXED, Stored
+from corpusflow.state import MIXED, Stored
 from corpusflow.store import SCALAR_FIELDS
 
 
@@ -202,8 +202,7 @@ class Ingestion:
         r.documents += 1
         r.count(doc.source_type, "documents")
         r.chunks += n
-        # in doubt (a killed batch): only the ids it had before count as stored
-        existing = set(old.ids[: old.n_chunks] if old.doc_hash == DOUBT else old.ids) if old else ()
+        existing = set(old.stored_ids) if old else set()
         for chunk in chunks:
             if chunk.id in existing:
                 r.updated += 1

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from corpusflow.ids import hash_value, input_key
+from corpusflow.ids import hash_value, input_key, input_of_id
 from corpusflow.models import Unchanged
-from corpusflow.state import StateTable, input_of_id
+from corpusflow.state import StateTable
 
 
 # ----------------------------------------------------------------------------------------

@@ -26,12 +26,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from corpusflow.ids import input_of_id
+
 INSTANCE, EPOCH = "corpusflow.instance", "corpusflow.epoch"
 MODEL = "corpusflow.model"  # the embedding model of every row (one physical collection per model)
 STATE_VERSION = 2  # bump when the table's meaning changes: old tables are rebuilt
 _FIELDS = ["id", "source_id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index"]
 _COLUMNS = "source_id, source_type, doc_hash, chunker, n_chunks, ids, input"  # a Stored
 _ROW_ORDER = ("source_id", "id", "source_type", "doc_hash", "chunker", "n_chunks", "chunk_index")
+MIXED = "mixed"  # doc_hash of a source whose stored rows disagree: never current
+DOUBT = "in doubt"  # doc_hash of a source a killed batch was writing (`Stored.stored_ids`)
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('version', '{STATE_VERSION}');
@@ -43,6 +47,7 @@ CREATE TABLE IF NOT EXISTS sources(
     ids TEXT NOT NULL, input TEXT NOT NULL,
     PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sources_by_input ON sources(coll, input);
+CREATE INDEX IF NOT EXISTS sources_in_doubt ON sources(coll) WHERE doc_hash='{DOUBT}';
 CREATE TABLE IF NOT EXISTS pending(
     coll TEXT NOT NULL, source_id TEXT NOT NULL, ids TEXT, source_type TEXT,
     PRIMARY KEY (coll, source_id)) WITHOUT ROWID;
@@ -50,10 +55,6 @@ CREATE TABLE IF NOT EXISTS inputs(
     coll TEXT NOT NULL, input TEXT NOT NULL, fingerprint TEXT NOT NULL,
     PRIMARY KEY (coll, input)) WITHOUT ROWID;
 """
-MIXED = "mixed"  # doc_hash of a source whose stored rows disagree: never current
-# doc_hash of a source a killed batch was writing: never current, outside `total_chunks`; its
-# ids are the ones it had (the first n_chunks) and then the ones the batch wrote
-DOUBT = "in doubt"
 
 
 class Stored(NamedTuple):
@@ -67,18 +68,14 @@ class Stored(NamedTuple):
     ids: tuple[str, ...]
     input: str = ""
 
+    @property
+    def stored_ids(self) -> tuple[str, ...]:
+        """Ids known as stored: an in-doubt one's first n_chunks; the rest the batch wrote."""
+        return self.ids[: self.n_chunks] if self.doc_hash == DOUBT else self.ids
+
 
 def _token() -> str:
     return secrets.token_hex(8)
-
-
-def input_of_id(source_id: str) -> str:
-    """The input file a `file:`/`csv:` id names (for ids rebuilt from Milvus)."""
-    if source_id.startswith("file:"):
-        return source_id[5:]
-    if source_id.startswith("csv:"):
-        return source_id[4:].rpartition(":")[0]
-    return ""
 
 
 class StateTable:
@@ -125,8 +122,9 @@ class StateTable:
         ).fetchone()
         trusted = instance is not None and local == (instance, epoch)
         if trusted:
-            doubt = self._doubt_pending() if self.writable else 0
+            self._doubt_pending()
             self._settle_pending()
+            doubt = sum(len(s.ids) for s in self._in_doubt())
             total = self.total_chunks()  # in-doubt sources: up to `doubt` rows more
             trusted = total <= self.store.row_count(self.physical) <= total + doubt
         if not trusted:
@@ -147,9 +145,8 @@ class StateTable:
             "SELECT instance, epoch FROM collections WHERE coll=?", (self.coll,)
         ).fetchone()
         pending = self.db.execute("SELECT 1 FROM pending WHERE coll=?", (self.coll,)).fetchone()
-        if instance is None or local != (instance, epoch) or pending is not None:
-            return False
-        if self._in_doubt():
+        busy = pending is not None or self._in_doubt()  # in doubt: outside the total
+        if instance is None or local != (instance, epoch) or busy:
             return False
         return self.total_chunks() == self.store.row_count(self.physical)
 
@@ -162,9 +159,10 @@ class StateTable:
         )
         return {t: {"documents": int(d), "chunks": int(c)} for t, d, c in rows}
 
-    def _doubt_pending(self) -> int:
-        """Journaled sources whose ids are known become in doubt (nothing is read); the
-        number of rows every in-doubt source may have in Milvus."""
+    def _doubt_pending(self) -> None:
+        """Journaled sources whose ids are known become in doubt (nothing is read)."""
+        if not self.writable:  # a reader reads them back (`_settle_pending`)
+            return
         pending = self.db.execute(
             "SELECT source_id, ids, source_type FROM pending WHERE coll=? AND ids IS NOT NULL",
             (self.coll,),
@@ -177,21 +175,20 @@ class StateTable:
                 had = old.n_chunks if old.doc_hash == DOUBT else len(old.ids)
                 self._put(old._replace(doc_hash=DOUBT, n_chunks=had, ids=union))
             self.db.execute("DELETE FROM pending WHERE coll=? AND ids IS NOT NULL", (self.coll,))
-        return sum(len(s.ids) for s in self._in_doubt())
 
     def _in_doubt(self) -> list[Stored]:
+        """In-doubt sources, through their partial index (a run with none reads no row)."""
         cursor = self.db.execute(
-            f"SELECT {_COLUMNS} FROM sources WHERE coll=? AND doc_hash=?", (self.coll, DOUBT)
+            f"SELECT {_COLUMNS} FROM sources INDEXED BY sources_in_doubt"
+            f" WHERE coll=? AND doc_hash='{DOUBT}'",
+            (self.coll,),
         )
         return list(map(_stored, cursor))
 
     def _settle_pending(self) -> None:
         """Sources of a batch a killed run was writing: read their rows back from Milvus."""
-        ids = [
-            r[0]
-            for r in self.db.execute("SELECT source_id FROM pending WHERE coll=?", (self.coll,))
-        ]
-        self._read_back(ids)
+        pending = self.db.execute("SELECT source_id FROM pending WHERE coll=?", (self.coll,))
+        self._read_back([r[0] for r in pending])
 
     def _read_back(self, ids: Sequence[str]) -> None:
         for i in range(0, len(ids), 100):
@@ -267,8 +264,7 @@ class StateTable:
         self.store.set_properties(self.physical, {EPOCH: self.epoch})
 
     def resolve_doubt(self) -> None:
-        """Near the end of a writing run: read back what is still in doubt (journaled by a
-        killed run and not rewritten by this one), so the table is exact again."""
+        """Near a writing run's end: read back what it did not rewrite, so the table is exact."""
         doubt = [s.source_id for s in self._in_doubt()]
         if doubt and self.writable:
             self._read_back(doubt)

@@ -134,11 +134,13 @@ def port_open(port: int) -> bool:
 
 
 def milvus_answers(uri: str, token: str = "") -> bool:
-    """A real round trip: connect and list collections."""
+    """A real round trip: connect and list collections. Its own channel, closed afterwards:
+    pymilvus shares one channel per address, and the probe's options must not become the
+    channel the code under test gets."""
     from pymilvus import MilvusClient
 
     try:
-        client = MilvusClient(uri=uri, token=token, timeout=5)
+        client = MilvusClient(uri=uri, token=token, timeout=5, dedicated=True)
     except Exception:
         return False
     try:

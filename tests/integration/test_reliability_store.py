@@ -80,3 +80,38 @@ def test_writing_stored_keys_again_replaces_their_rows(tmp_path, where):
     finally:
         if server:
             server.stop()
+
+
+# --- a Milvus Lite channel keeps within grpcio's ping policy ------------------------------
+@pytest.mark.parametrize("where", ["embedded", "lite server"])
+def test_a_milvus_lite_channel_pings_within_the_servers_policy(tmp_path, monkeypatch, where):
+    """Milvus Lite's server is grpcio with its default policy: with no call in flight a ping
+    is allowed once per 2 hours, during a call once per 5 minutes, and the third ping too
+    soon gets GOAWAY "too_many_pings" (an error line on the user's stderr after ~100 s idle,
+    e.g. during a model load). pymilvus' default channel pings every 10 s, calls or not.
+    Every channel the client opens to Milvus Lite must ask for neither."""
+    import grpc
+
+    opened: list[dict] = []
+    real = grpc.insecure_channel
+
+    def recording(target, options=None, *args, **kwargs):
+        opened.append(dict(options or ()))
+        return real(target, options, *args, **kwargs)
+
+    server = LiteServer(tmp_path / "server") if where == "lite server" else None
+    if server:
+        server.start()
+    monkeypatch.setattr(grpc, "insecure_channel", recording)
+    try:
+        store = MilvusStore(server.uri if server else str(tmp_path / "milvus.db"), "pings")
+        store.ensure_collection("t", 8)
+        assert store.client.list_collections() == ["t"]  # the channel answers
+        store.close()
+    finally:
+        if server:
+            server.stop()
+    assert opened, "no channel was opened through grpc.insecure_channel"
+    for options in opened:
+        assert not options["grpc.keepalive_permit_without_calls"]
+        assert options["grpc.keepalive_time_ms"] >= 5 * 60 * 1000

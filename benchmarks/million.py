@@ -1,8 +1,11 @@
 """1M chunks: cached vectors -> Milvus Lite -> snapshot, and the same load into the Milvus
 2.3.5 standalone beside it (issue 13, acceptance 2).
 
-    python -m benchmarks.million [--chunks 1000000] [--server lite|standalone|both]
+    python -m benchmarks.million [--chunks 1000000] [--server lite|standalone|both|none]
         [--out benchmarks/results/million.json] [--work DIR]
+
+`--server none --work DIR` only prepares DIR (corpus and cache, about half an hour at 1M);
+a later run with the same --work reuses it, so only the measured steps need a quiet machine.
 
 A corpus of about --chunks chunks (`benchmarks.corpus`); its embedding cache is filled first,
 without any ingest: the documents stream through corpusflow's own extraction, screening and
@@ -52,6 +55,7 @@ from benchmarks.growth import _params
 GOAL_SECONDS = 900.0  # ingest + snapshot, 15 min
 GOAL_GIB = 4.0  # peak RSS of the larger of the two processes
 PREFILL_TEXTS = 2_000  # chunk texts per cache transaction: bounds the prefill's memory
+PREPARED = "prepared.json"  # in --work: the corpus and cache are ready
 HEARTBEAT_S = 60.0  # a progress line at least this often while a step runs
 KIB_PER_GIB = 1024 * 1024
 STEPS = (("ingest", ("ingest",)), ("stats", ("stats",)), ("snapshot", ("snapshot", "--no-version")))
@@ -245,21 +249,41 @@ def standalone_skip() -> str | None:
     return reason
 
 
+def prepare(work: Path, chunks: int, seed: int) -> dict[str, Any]:
+    """The corpus and the prefilled cache in `work` (not part of the figure), or what an
+    earlier `--server none` run prepared there: the untimed hour can run on a busy machine
+    and the measured steps later on a quiet one."""
+    done = work / PREPARED
+    if done.exists():
+        prepared = json.loads(done.read_text(encoding="utf-8"))
+        if prepared["chunks_requested"] != chunks or prepared["seed"] != seed:
+            raise SystemExit(f"{done}: prepared for other --chunks/--seed; use a new --work")
+        _say(f"reusing the corpus and cache prepared in {work}")
+        return prepared["result"]
+    documents = documents_for_chunks(chunks)
+    with _step(f"corpus ({documents:,} documents)") as timer:
+        corpus = generate(work / "corpus", documents, seed=seed)
+    summary = {**corpus.summary(), "root": str(corpus.root), "seconds": round(timer.seconds, 3)}
+    result: dict[str, Any] = {"corpus": summary}
+    _project(work / "lite", corpus.root)
+    result["prefill"] = prefill(work / "lite")
+    record = {"chunks_requested": chunks, "seed": seed, "result": result}
+    done.write_text(json.dumps(record, sort_keys=True), encoding="utf-8")
+    return result
+
+
 def run(work: Path, chunks: int, server: str, seed: int, keep: Callable[..., None]) -> dict:
-    """Corpus, prefill, then each half; `keep(**result)` after every step."""
+    """Corpus and prefill (`prepare`), then each half; `keep(**result)` after every step."""
     from corpusflow.config import Ingest
 
     result: dict[str, Any] = {"chunks_requested": chunks, "machine": machine_info()}
     result["goals"] = {"seconds": GOAL_SECONDS, "peak_rss_gib": GOAL_GIB}
     reason = standalone_skip() if server in ("standalone", "both") else None
-    documents = documents_for_chunks(chunks)
-    with _step(f"corpus ({documents:,} documents)") as timer:
-        corpus = generate(work / "corpus", documents, seed=seed)
-    result["corpus"] = {**corpus.summary(), "seconds": round(timer.seconds, 3)}
     lite_root, server_root = work / "lite", work / "standalone"
-    _project(lite_root, corpus.root)
-    result["prefill"] = prefill(lite_root)
+    result.update(prepare(work, chunks, seed))
     keep(**result)
+    if server == "none":
+        return result
     chunks = result["chunks"] = result["prefill"]["chunks"]
     if server in ("lite", "both"):
         result["lite"] = measure(
@@ -269,7 +293,8 @@ def run(work: Path, chunks: int, server: str, seed: int, keep: Callable[..., Non
         if reason:
             result["standalone"] = {"skipped": reason}
         else:  # the same corpus, and the same cache file
-            _project(server_root, corpus.root, cache=lite_root / Ingest().cache)
+            corpus_root = Path(result["corpus"]["root"])
+            _project(server_root, corpus_root, cache=lite_root / Ingest().cache)
             result["standalone"] = standalone(
                 work, server_root, chunks, lambda h: keep(**result, standalone=h)
             )
@@ -298,8 +323,8 @@ def _work_dir(keep: str | None) -> Iterator[Path]:
             yield Path(tmp)
         return
     path = Path(keep)
-    if path.exists() and any(path.iterdir()):
-        print(f"--work {path}: not empty; give an empty or new directory", file=sys.stderr)
+    if path.exists() and any(path.iterdir()) and not (path / PREPARED).exists():
+        print(f"--work {path}: not empty and not prepared; give a new directory", file=sys.stderr)
         raise SystemExit(2)
     path.mkdir(parents=True, exist_ok=True)
     yield path
@@ -308,7 +333,10 @@ def _work_dir(keep: str | None) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=1_000_000)
-    parser.add_argument("--server", choices=("lite", "standalone", "both"), default="both")
+    parser.add_argument(
+        "--server", choices=("lite", "standalone", "both", "none"), default="both",
+        help="none: only prepare --work (corpus, cache) for a later measured run",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", default="benchmarks/results/million.json")
     parser.add_argument("--work", default=None, help="work here and keep it (default: a temp dir)")

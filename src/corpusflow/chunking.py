@@ -12,7 +12,7 @@ VARCHAR limit (UTF-8 bytes) is split again into parts within both limits. For ti
 transcripts, `start_seconds` never decreases with `chunk_index`, and
 `start_seconds <= end_seconds`.
 
-Offsets are exact, not searched for: `_OffsetSplitter` runs the library's recursive
+Offsets are exact, not searched for: `OffsetSplitter` runs the library's recursive
 algorithm on (offset, text) pairs. (Finding each chunk with `str.find` after the fact put
 chunks on an earlier copy of themselves in repetitive text, e.g. a long run of one
 character, and then offsets and seconds were wrong.)
@@ -20,18 +20,18 @@ character, and then offsets and seconds were wrong.)
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-
-from langchain_text_splitters import RecursiveCharacterTextSplitter
-from langchain_text_splitters.character import _split_text_with_regex
+from typing import TYPE_CHECKING
 
 from corpusflow.config import Chunking, ConfigError
 from corpusflow.ids import chunk_id, hash_value, sha256_text
 from corpusflow.models import Chunk, Document
+
+if TYPE_CHECKING:
+    from corpusflow.splitter import OffsetSplitter
 
 # Bump when the splitting logic changes: it is part of every record's chunker hash.
 # 2: exact start offsets (were searched for, and wrong in repetitive text); parts of a chunk
@@ -104,11 +104,17 @@ class Chunker:
         else:
             # the splitter measures the same small pieces over and over: 6x faster cached
             count = lru_cache(maxsize=65_536)(count_tokens)
-        self._splitter = _OffsetSplitter(
-            chunk_size=spec.chunk_size, chunk_overlap=spec.chunk_overlap, length_function=count
-        )
         self._count = count
-        self._splitters: dict[int, _OffsetSplitter] = {}
+        self._splitters: dict[int, OffsetSplitter] = {}
+
+    @cached_property
+    def _splitter(self) -> OffsetSplitter:
+        """Built on the first split: langchain's import is about 0.5 s, and a run whose
+        inputs are all unchanged never splits."""
+        from corpusflow.splitter import OffsetSplitter
+
+        size, overlap = self.spec.chunk_size, self.spec.chunk_overlap
+        return OffsetSplitter(chunk_size=size, chunk_overlap=overlap, length_function=self._count)
 
     def _fits(self, text: str) -> bool:
         return (
@@ -116,7 +122,7 @@ class Chunker:
             and len(text.encode("utf-8")) <= self.max_text_bytes
         )
 
-    def _limit_splitter(self, tokens: int) -> _OffsetSplitter:
+    def _limit_splitter(self, tokens: int) -> OffsetSplitter:
         """A splitter whose chunks stay within `tokens` and the byte limit, as it measures
         them (sums over pieces). Lengths in integer units of 1/max_text_bytes token."""
         if tokens not in self._splitters:
@@ -125,7 +131,9 @@ class Chunker:
             def within_both(text: str) -> int:
                 return max(count(text) * limit, len(text.encode("utf-8")) * tokens)
 
-            self._splitters[tokens] = _OffsetSplitter(
+            from corpusflow.splitter import OffsetSplitter
+
+            self._splitters[tokens] = OffsetSplitter(
                 chunk_size=tokens * limit, chunk_overlap=0, length_function=within_both
             )
         return self._splitters[tokens]
@@ -189,92 +197,6 @@ class Chunker:
             located.extend(self._fit(start, piece))
             covered = start + len(piece)
         return located
-
-
-class _OffsetSplitter(RecursiveCharacterTextSplitter):
-    """langchain's RecursiveCharacterTextSplitter that also says where each chunk starts.
-
-    `_split_at` and `_merge_at` are the library's `_split_text` and `_merge_splits`
-    (langchain-text-splitters 1.x) step for step, on (offset, text) pairs. With the separator
-    kept at the start of each piece (the default), the library's pieces are contiguous slices
-    of the text, so a chunk starts at its first piece's offset plus the whitespace that
-    `strip` removes. tests/integration/test_properties_tokens.py checks that the texts equal
-    the library's own `split_text` on arbitrary input, so a library change that would alter
-    them is caught.
-    """
-
-    def split_with_offsets(self, text: str) -> list[tuple[int, str]]:
-        if self._keep_separator not in (True, "start"):
-            raise ValueError("offsets need the separator kept at the start of each piece")
-        return self._split_at(0, text, self._separators)
-
-    def _split_at(self, base: int, text: str, separators: list[str]) -> list[tuple[int, str]]:
-        final: list[tuple[int, str]] = []
-        separator, new_separators = separators[-1], []
-        for i, candidate in enumerate(separators):
-            pattern = candidate if self._is_separator_regex else re.escape(candidate)
-            if not candidate:
-                separator = candidate
-                break
-            if re.search(pattern, text):
-                separator, new_separators = candidate, separators[i + 1 :]
-                break
-        pattern = separator if self._is_separator_regex else re.escape(separator)
-        splits, pos = [], base
-        for piece in _split_text_with_regex(text, pattern, keep_separator=self._keep_separator):
-            splits.append((pos, piece))
-            pos += len(piece)
-        good: list[tuple[int, str]] = []
-        for at, piece in splits:
-            if self._length_function(piece) < self._chunk_size:
-                good.append((at, piece))
-                continue
-            if good:
-                final.extend(self._merge_at(good))
-                good = []
-            if not new_separators:
-                final.append((at, piece))
-            else:
-                final.extend(self._split_at(at, piece, new_separators))
-        if good:
-            final.extend(self._merge_at(good))
-        return final
-
-    def _merge_at(self, splits: list[tuple[int, str]]) -> list[tuple[int, str]]:
-        sep_len = self._length_function("")  # kept separators: pieces are joined with ""
-        docs: list[tuple[int, str]] = []
-        current: list[tuple[int, str]] = []
-        total = 0
-        for at, piece in splits:
-            len_ = self._length_function(piece)
-            if total + len_ + (sep_len if current else 0) > self._chunk_size:
-                if current:
-                    doc = self._join_at(current)
-                    if doc is not None:
-                        docs.append(doc)
-                    while total > self._chunk_overlap or (
-                        total + len_ + (sep_len if current else 0) > self._chunk_size and total > 0
-                    ):
-                        total -= self._length_function(current[0][1]) + (
-                            sep_len if len(current) > 1 else 0
-                        )
-                        current = current[1:]
-            current.append((at, piece))
-            total += len_ + (sep_len if len(current) > 1 else 0)
-        doc = self._join_at(current)
-        if doc is not None:
-            docs.append(doc)
-        return docs
-
-    def _join_at(self, pieces: list[tuple[int, str]]) -> tuple[int, str] | None:
-        if not pieces:
-            return None
-        start, text = pieces[0][0], "".join(piece for _, piece in pieces)
-        if self._strip_whitespace:
-            kept = text.lstrip()
-            start += len(text) - len(kept)
-            text = kept.rstrip()
-        return (start, text) if text else None
 
 
 def _seconds(doc: Document, offsets: list[int], start: int, end: int) -> tuple[float, float]:

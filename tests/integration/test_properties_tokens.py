@@ -137,14 +137,14 @@ def test_offset_splitter_gives_exactly_the_librarys_chunks(
     """Chunk texts (and so chunk ids) are langchain's own; only their offsets are added."""
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from corpusflow.chunking import _OffsetSplitter
+    from corpusflow.splitter import OffsetSplitter
 
     kwargs = {
         "chunk_size": size,
         "chunk_overlap": min(int(size * overlap_part), size - 1),
         "length_function": count_tokens if tokens else len,
     }
-    ours = _OffsetSplitter(**kwargs).split_with_offsets(text)
+    ours = OffsetSplitter(**kwargs).split_with_offsets(text)
     assert [piece for _, piece in ours] == RecursiveCharacterTextSplitter(**kwargs).split_text(text)
     for start, piece in ours:
         assert text[start : start + len(piece)] == piece

@@ -54,9 +54,9 @@ def test_the_check_sees_a_type_only_import(tmp_path):
 LAYERS = [
     ("corpusflow", "corpusflow.ids", "corpusflow.models", "corpusflow.config",
      "corpusflow.redact", "corpusflow.files", "corpusflow.milvus_uri"),
-    ("corpusflow.sources", "corpusflow.chunking", "corpusflow.embedding", "corpusflow.store",
-     "corpusflow.state", "corpusflow.memo", "corpusflow.inputs", "corpusflow.snapshot",
-     "corpusflow.versioning", "corpusflow.lineage"),
+    ("corpusflow.sources", "corpusflow.chunking", "corpusflow.splitter", "corpusflow.embedding",
+     "corpusflow.store", "corpusflow.state", "corpusflow.memo", "corpusflow.inputs",
+     "corpusflow.snapshot", "corpusflow.versioning", "corpusflow.lineage"),
     ("corpusflow.context", "corpusflow.screening", "corpusflow.ingestion", "corpusflow.runner",
      "corpusflow.scaleout", "corpusflow.evaluation"),
     ("corpusflow.pipeline",),

@@ -115,3 +115,31 @@ def test_a_milvus_lite_channel_pings_within_the_servers_policy(tmp_path, monkeyp
     for options in opened:
         assert not options["grpc.keepalive_permit_without_calls"]
         assert options["grpc.keepalive_time_ms"] >= 5 * 60 * 1000
+
+
+# --- Milvus Lite counts once when a collection is opened and verified ---------------------
+def test_opening_and_verifying_a_lite_collection_counts_its_rows_once(tmp_path, monkeypatch):
+    """Milvus Lite counts every live row to answer the index check (`describe_index`) and
+    `get_collection_stats` (seconds after a kill left rows in its memtable). The count from
+    the index check serves the verification that follows; any write makes it stale."""
+    dim, uri = 8, str(tmp_path / "milvus.db")
+    store = MilvusStore(uri, "c")
+    store.ensure_collection("t", dim)
+    store.upsert("t", [_row(i, "old", dim) for i in range(10)])
+    store.close()
+
+    store = MilvusStore(uri, "c")
+    stats_calls = []
+    real = store.client.get_collection_stats
+    monkeypatch.setattr(
+        store.client, "get_collection_stats", lambda *a, **k: stats_calls.append(a) or real(*a, **k)
+    )
+    store.ensure_collection("t", dim)
+    assert store.row_count("t") == 10
+    assert stats_calls == []  # the index check's count served
+    store.upsert("t", [_row(i, "new", dim) for i in range(10, 13)])
+    assert store.row_count("t") == 13  # counted again after the write, not the kept 10
+    store.delete_ids("t", [_row(0, "", dim)["id"]])
+    assert store.row_count("t") == 12
+    assert len(stats_calls) == 2
+    store.close()

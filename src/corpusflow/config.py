@@ -185,6 +185,9 @@ class Ingest(_Section):
     # overlap the stages: the next batch is parsed and chunked and the previous one written
     # while the model embeds (runner.py); false runs them one after another, same result
     pipelined: bool = True
+    # transcript files parsed ahead in worker processes (sources/reader.py) when there are
+    # many; 0 parses them in the run's own process; unset: one per core, at most 4
+    parse_workers: int | None = Field(default=None, ge=0)
 
 
 class SnapshotQuery(_Section):

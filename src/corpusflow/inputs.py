@@ -8,6 +8,7 @@ table once all its documents are stored and it gave no reject and no duplicate.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 from collections.abc import Iterable
@@ -28,6 +29,16 @@ def _stat_part(path: Path) -> list[Any] | None:
     except OSError:
         return None
     return [path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _sharing_prefix(names: list[str], prefix: str) -> list[str]:
+    """The names in sorted `names` that start with `prefix`: one run of the list, found by
+    bisection rather than by testing every sidecar in the folder for every file in it
+    (quadratic in the folder's size)."""
+    i = start = bisect.bisect_left(names, prefix)
+    while i < len(names) and names[i].startswith(prefix):
+        i += 1
+    return names[start:i]
 
 
 class Fingerprints:
@@ -51,11 +62,8 @@ class Fingerprints:
         if own is None or not path.is_file():
             return None
         prefix = path.name.split(".", 1)[0]
-        sidecars = [
-            _stat_part(path.parent / name)
-            for name in self._sidecar_names(path.parent)
-            if name.startswith(prefix)
-        ]
+        names = _sharing_prefix(self._sidecar_names(path.parent), prefix)
+        sidecars = [_stat_part(path.parent / name) for name in names]
         return hash_value([self.salt, own, sidecars])
 
     def _sidecar_names(self, folder: Path) -> list[str]:

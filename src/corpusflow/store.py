@@ -164,8 +164,9 @@ class MilvusStore:
             # makes it (the one that created the collection was killed there), make it here.
             if not _wait_for(lambda: self._has_vector_index(name)):
                 self._create_vector_index(name)
-        # not loaded here: writes need no load, and loading builds the vector index in memory
-        # (seconds and hundreds of MB at 30k rows); reads load on first use
+        # an existing collection is not loaded here: writes need no load, and loading builds
+        # the vector index in memory (seconds and hundreds of MB at 30k rows); reads load on
+        # first use. A new one is (`_create`): empty, it has nothing to build
         return created
 
     def _create(self, name: str, dimension: int) -> None:

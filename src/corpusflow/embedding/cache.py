@@ -79,7 +79,7 @@ class EmbeddingCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_TABLE.format(name="embeddings"))
-        self._convert_old_layout()
+            self._convert_old_layout()
 
     def _convert_old_layout(self) -> None:
         """Caches made before 2026-12 keep vectors in a WITHOUT ROWID table, whose rows
@@ -93,18 +93,12 @@ class EmbeddingCache:
         if not sql or "WITHOUT ROWID" not in sql[0].upper():
             return
         try:
-            with self._lock:
+            with self.db:  # commits, or rolls back on any error
                 self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    self.db.execute(_TABLE.format(name="embeddings_rowid"))
-                    self.db.execute("INSERT INTO embeddings_rowid SELECT * FROM embeddings")
-                    self.db.execute("DROP TABLE embeddings")
-                    self.db.execute("ALTER TABLE embeddings_rowid RENAME TO embeddings")
-                    self.db.execute("COMMIT")
-                except BaseException:
-                    if self.db.in_transaction:  # SQLite may have rolled back itself
-                        self.db.execute("ROLLBACK")
-                    raise
+                self.db.execute(_TABLE.format(name="embeddings_rowid"))
+                self.db.execute("INSERT INTO embeddings_rowid SELECT * FROM embeddings")
+                self.db.execute("DROP TABLE embeddings")
+                self.db.execute("ALTER TABLE embeddings_rowid RENAME TO embeddings")
         except sqlite3.Error as exc:
             log.warning("embedding cache %s: kept its old layout (%s)", self.path, exc)
             return

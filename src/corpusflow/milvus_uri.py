@@ -43,6 +43,22 @@ LITE_GRPC_OPTIONS = {
 _LOOPBACK = re.compile(r"^(?:https?|tcp|grpc)://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?/?$")
 
 
+# Milvus Lite keeps inserted rows in an in-memory table and flushes it to a Parquet segment
+# once it holds MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES (128 MiB by default, read once when
+# milvus_lite is imported). At 128 MiB a first ingest of up to ~40k chunks stays in memory
+# whole, then is flushed, compacted and indexed while the run closes. At 16 MiB (~5k chunks)
+# segments are written as the run goes and indexed in Lite's background thread: rebuilding
+# 17.5k chunks from the caches in a fresh CLI process took 15.4-22.4 s (peak RSS 729-741 MB),
+# now 12.8-15.9 s (583-622 MB), alternating runs; 8 and 32 MiB were slower than 16. A value
+# set in the environment wins.
+LITE_MEMTABLE_BYTES = 16 << 20
+
+
+def lite_defaults() -> None:
+    """Milvus Lite's engine settings, before milvus_lite is first imported."""
+    os.environ.setdefault("MILVUS_LITE_MEMTABLE_MEMORY_LIMIT_BYTES", str(LITE_MEMTABLE_BYTES))
+
+
 def grpc_options(uri: str) -> dict[str, Any]:
     """Channel options for `uri`: Milvus Lite's keepalive-compatible ones on this machine."""
     return dict(LITE_GRPC_OPTIONS) if is_local_uri(uri) or _LOOPBACK.match(uri) else {}

@@ -19,6 +19,7 @@ from corpusflow.ids import sha256_text
 from corpusflow.milvus_uri import (
     grpc_options,
     is_local_uri,
+    lite_defaults,
     lite_key,
     lite_open_failures,
     lock_holder,
@@ -98,6 +99,7 @@ class MilvusStore:
     """One connection to Milvus (Lite file or server) for one alias."""
 
     def __init__(self, uri: str, alias: str, token: str | None = None, index: Any = None):
+        lite_defaults()  # before pymilvus imports milvus_lite
         from pymilvus import MilvusClient
         from pymilvus.exceptions import MilvusException
 

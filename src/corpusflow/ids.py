@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,16 @@ def input_key(path: str | Path) -> str:
 def _resolved_key(absolute: str, root: Path | None) -> str:
     """Resolving follows every component with a syscall: a run asks for the same few
     thousand paths many times (each document names its input), so answers are kept for the
-    run (`forget_resolved_paths` at its start: a symlink may have moved since the last)."""
+    run (`forget_resolved_paths` at its start: a symlink may have moved since the last).
+    A file that is not itself a symlink resolves to its folder's resolved path plus its
+    name: one `lstat` per file, the folder resolved once per run."""
+    folder, name = os.path.split(absolute)
     try:
-        resolved = Path(absolute).resolve()
+        plain = name not in ("", ".", "..") and not stat.S_ISLNK(os.lstat(absolute).st_mode)
+    except OSError:
+        plain = False
+    try:
+        resolved = _resolved_folder(folder) / name if plain else Path(absolute).resolve()
     except (OSError, RuntimeError):  # a symlink loop: keep the lexical path
         resolved = Path(absolute)
     if root is not None:
@@ -97,8 +105,14 @@ def _resolved_key(absolute: str, root: Path | None) -> str:
     return resolved.as_posix()
 
 
+@functools.lru_cache(maxsize=1 << 12)
+def _resolved_folder(folder: str) -> Path:
+    return Path(folder).resolve()
+
+
 def forget_resolved_paths() -> None:
     _resolved_key.cache_clear()
+    _resolved_folder.cache_clear()
     _found_root.cache_clear()
 
 

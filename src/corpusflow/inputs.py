@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,14 @@ from corpusflow.state import StateTable
 # ----------------------------------------------------------------------------------------
 # fingerprints
 # ----------------------------------------------------------------------------------------
-def _stat_part(path: Path) -> list[Any] | None:
+def _stat_part(path: Path, regular: bool = False) -> list[Any] | None:
+    """The stat fields of a fingerprint; None if unreadable (or, with `regular`, if not a
+    regular file: one `stat` answers both)."""
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
+        return None
+    if regular and not stat.S_ISREG(st.st_mode):
         return None
     return [path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
@@ -58,8 +63,8 @@ class Fingerprints:
 
     def of(self, path: Path) -> str | None:
         """The fingerprint of `path`, or None if it is not a readable regular file."""
-        own = _stat_part(path)
-        if own is None or not path.is_file():
+        own = _stat_part(path, regular=True)
+        if own is None:
             return None
         prefix = path.name.split(".", 1)[0]
         names = _sharing_prefix(self._sidecar_names(path.parent), prefix)

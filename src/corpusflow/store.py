@@ -58,6 +58,12 @@ STATE_FIELDS = ["id", "source_id", "doc_hash", "chunker", "n_chunks"]
 # seals segments, is rate-limited and leaves small segments behind). Milvus Lite reads are
 # always current; there the argument changes nothing.
 READ_CONSISTENCY = "Strong"
+
+# Rows per `query_iterator` page: the largest pymilvus allows (its MAX_BATCH_SIZE). Milvus
+# Lite answers every page by assembling, masking and pk-sorting the whole collection, so a
+# page costs about the same at 1,000 rows as at 16,384 (5.5 s vs 8 s at 972k rows): reading
+# everything costs pages x that, and fewer pages is the only lever from here.
+PAGE_ROWS = 16_384
 NOT_LOADED = 101  # Milvus error code: collection not loaded (released, or a server restart)
 
 
@@ -307,7 +313,7 @@ class MilvusStore:
         return state
 
     def iter_rows(
-        self, name: str, fields: Sequence[str], filter: str = "", batch_size: int = 1000
+        self, name: str, fields: Sequence[str], filter: str = "", batch_size: int = PAGE_ROWS
     ) -> Iterator[dict[str, Any]]:
         """Every matching row through `query_iterator` (limit+offset caps at 16,384)."""
         self.load(name)

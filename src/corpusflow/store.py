@@ -64,6 +64,10 @@ READ_CONSISTENCY = "Strong"
 # page costs about the same at 1,000 rows as at 16,384 (5.5 s vs 8 s at 972k rows): reading
 # everything costs pages x that, and fewer pages is the only lever from here.
 PAGE_ROWS = 16_384
+# A Milvus server refuses a page over quotaAndLimits.limits.maxOutputSize (100 MiB), and
+# pymilvus' gRPC channel one over 64 MiB: on a server a page is sized so that rows at their
+# schema's maximum fit in 48 MiB (a margin for the message's own encoding).
+SERVER_OUTPUT_BYTES = 48 * 1024 * 1024
 NOT_LOADED = 101  # Milvus error code: collection not loaded (released, or a server restart)
 
 
@@ -317,6 +321,8 @@ class MilvusStore:
     ) -> Iterator[dict[str, Any]]:
         """Every matching row through `query_iterator` (limit+offset caps at 16,384)."""
         self.load(name)
+        if not self._is_lite():
+            batch_size = min(batch_size, self._server_page_rows(name, fields))
 
         def first_page():
             # pymilvus 3.0.2 sends iterator queries with `use_default_consistency` and drops
@@ -349,6 +355,16 @@ class MilvusStore:
                 batch = iterator.next()
         finally:
             iterator.close()
+
+    def _server_page_rows(self, name: str, fields: Sequence[str]) -> int:
+        """Rows per page that stay under a server's output limit at the fields' maximum size
+        (VARCHAR max_length in bytes, 8 per number, 4 per vector dimension)."""
+        dims = {
+            f["name"]: int((f.get("params") or {}).get("dim", 0))
+            for f in self.client.describe_collection(name).get("fields", [])
+        }
+        row = sum(VARCHAR_FIELDS.get(f, 0) or 4 * dims.get(f, 0) or 8 for f in fields)
+        return max(1, SERVER_OUTPUT_BYTES // row)
 
     def first(self, name: str, fields: Sequence[str]) -> dict[str, Any]:
         """Any one row's `fields` (the collection must not be empty)."""

@@ -308,6 +308,24 @@ def test_reads_see_writes_at_once(backend):
     assert all(r["source_id"] != odd for r in store.iter_rows(name, ["source_id"]))
 
 
+def test_a_full_read_of_more_than_a_servers_output_limit_pages_under_it(standalone_server):
+    """A server refuses a page over its maxOutputSize (100 MiB), pymilvus one over 64 MiB: a
+    1M-chunk snapshot against the 2.3.5 standalone failed so with 16,384-row pages. 1,800 rows
+    of 60 kB text (108 MB) must come back whole, each once, in pages both accept."""
+    store = MilvusStore(standalone_server.uri, f"t{next(_names)}_big", standalone_server.token)
+    name = physical_name(store.alias, "test-model", DIM)
+    try:
+        store.ensure_collection(name, DIM)
+        rows = [dict(r, text=f"{i:05d}" + "x" * 59_995) for i, r in enumerate(make_rows(1_800))]
+        assert sum(store.upsert(name, rows[i : i + 100]) for i in range(0, 1_800, 100)) == 1_800
+        got = [(r["id"], r["text"]) for r in store.iter_rows(name, ["id", "text"])]
+        assert sorted(got) == sorted((r["id"], r["text"]) for r in rows)
+        assert len(got) == len(rows)
+    finally:
+        store.client.drop_collection(name)
+        store.close()
+
+
 def test_insert_duplicates_on_a_server_where_upsert_does_not(backend):
     store = backend.store()
     name = backend.physical()

@@ -47,6 +47,7 @@ class HashEmbedder:
         self._dimension = dimension
         local = LocalEmbedder(Embedding(model=LOCAL_MODEL_ID))  # loads no model, only config
         self._count = count_tokens or local.count_tokens
+        self._many = None if count_tokens else local.count_tokens_many
         self._max_tokens = max_tokens if max_tokens is not None else local.max_tokens
         self.calls = 0
         self.texts = 0
@@ -62,6 +63,10 @@ class HashEmbedder:
     def count_tokens(self, text: str) -> int:
         """Tokens as MiniLM counts them (or the given counter)."""
         return self._count(text)
+
+    def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
+        """`count_tokens` of each text, in one call where MiniLM's tokenizer counts."""
+        return self._many(texts) if self._many else [self._count(t) for t in texts]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Unit vectors, a pure function of each text."""

@@ -120,7 +120,7 @@ def chunk_texts(root: Path) -> tuple[Iterator[str], str, int, Path]:
     embedder = ctx.embedder
     if embedder.model_id != LOCAL_MODEL_ID:
         raise PrefillError(f"the project embeds with {embedder.model_id}, not {LOCAL_MODEL_ID}")
-    chunker = Chunker(ctx.chunker_spec(), embedder.count_tokens)
+    chunker = Chunker.for_embedder(ctx.chunker_spec(), embedder)
     result = IngestResult("prefill", params.milvus.collection, "", embedder.model_id, "none")
     screener = Screener(result, RejectLog(root / "unused.jsonl", "prefill", enabled=False))
     items = extract(params, params.sources.transcripts, params.sources.articles)

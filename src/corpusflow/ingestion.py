@@ -134,7 +134,7 @@ class Ingestion:
     def _batch_parts(self) -> None:
         """What `plan`, `embed` and `load` derive from ctx and spec: also called by a run
         that sets ctx, spec, target, result, state, inputs and memo itself (scaleout)."""
-        self.chunker = Chunker(self.spec, self.ctx.embedder.count_tokens)
+        self.chunker = Chunker.for_embedder(self.spec, self.ctx.embedder)
         self.embed_counts = EmbedCounts()
         # the stored state and the input tracker are shared by the stages; when they overlap
         # (runner.run_pipelined) each touches them only while holding this lock

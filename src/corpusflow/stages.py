@@ -176,7 +176,7 @@ def chunk_stage(ctx: Context, documents: Path = DOCUMENTS, chunks: Path = CHUNKS
     from corpusflow.chunking import Chunker
 
     spec = ctx.chunker_spec()
-    chunker = Chunker(spec, ctx.embedder.count_tokens)
+    chunker = Chunker.for_embedder(spec, ctx.embedder)
     by_type: dict[str, dict[str, int]] = {}
     empty = 0
 

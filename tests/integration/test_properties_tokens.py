@@ -52,6 +52,25 @@ def test_token_chunks_reproduce_the_text(
             assert count_tokens(c.text) <= spec.chunk_size
 
 
+@SETTINGS
+@given(
+    text=TEXT,
+    size=st.integers(4, 48),
+    overlap_part=st.floats(0, 0.5),
+    max_bytes=st.sampled_from([65_535, 64, 24]),
+)
+def test_counting_a_documents_chunks_in_one_call_gives_the_same_chunks(
+    count_tokens, embedder, text, size, overlap_part, max_bytes
+):
+    """The ingest measures each finished chunk through `count_tokens_many` (one tokenizer
+    call per document): exactly the chunks of counting them one by one."""
+    settings_ = Chunking(chunk_size=size, chunk_overlap=int(size * overlap_part))
+    spec = resolve_spec(settings_, embedder.model_id, embedder.max_tokens)
+    doc = make_doc(text)
+    one_by_one = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(doc)
+    assert Chunker.for_embedder(spec, embedder, max_text_bytes=max_bytes).split(doc) == one_by_one
+
+
 _SEGMENT = st.builds(
     lambda start, length, text: Segment(round(start, 3), round(start + length, 3), text),
     st.floats(0, 5000, allow_nan=False),

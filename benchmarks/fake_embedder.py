@@ -48,6 +48,7 @@ class HashEmbedder:
         local = LocalEmbedder(Embedding(model=LOCAL_MODEL_ID))  # loads no model, only config
         self._count = count_tokens or local.count_tokens
         self._many = None if count_tokens else local.count_tokens_many
+        self._local = None if count_tokens else local
         self._max_tokens = max_tokens if max_tokens is not None else local.max_tokens
         self.calls = 0
         self.texts = 0
@@ -63,6 +64,11 @@ class HashEmbedder:
     def count_tokens(self, text: str) -> int:
         """Tokens as MiniLM counts them (or the given counter)."""
         return self._count(text)
+
+    @property
+    def additive_at_whitespace(self) -> bool:
+        """As MiniLM's tokenizer (when it counts): the chunker may add up piece counts."""
+        return bool(self._local and self._local.additive_at_whitespace)
 
     def count_tokens_many(self, texts: Sequence[str]) -> list[int]:
         """`count_tokens` of each text, in one call where MiniLM's tokenizer counts."""

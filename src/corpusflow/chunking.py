@@ -96,6 +96,7 @@ class Chunker:
         count_tokens: Callable[[str], int] | None = None,
         max_text_bytes: int = MAX_TEXT_BYTES,  # Milvus' limit; smaller only in tests
         count_many: Callable[[Sequence[str]], list[int]] | None = None,
+        additive_at_whitespace: bool = False,
     ):
         self.spec, self.max_text_bytes = spec, max_text_bytes
         if spec.mode == "characters":
@@ -109,6 +110,8 @@ class Chunker:
         # every chunk is measured whole once more (`_fits`); those texts are all different,
         # so they are counted in one call per document, not one each through the cache
         self._count_many = count_many if spec.mode == "tokens" and count_many else None
+        # ... unless the splitter's own sum is exact (splitter.OffsetSplitter)
+        self._additive = additive_at_whitespace and spec.mode == "tokens"
         self._splitters: dict[int, OffsetSplitter] = {}
 
     @classmethod
@@ -116,7 +119,10 @@ class Chunker:
         """Measured with `embedder`'s own tokenizer, many texts per call where it can
         (`count_tokens_many`: a fifth less chunker CPU with MiniLM's tokenizer)."""
         many = getattr(embedder, "count_tokens_many", None)
-        return cls(spec, embedder.count_tokens, count_many=many, **kw)
+        additive = bool(getattr(embedder, "additive_at_whitespace", False))
+        return cls(
+            spec, embedder.count_tokens, count_many=many, additive_at_whitespace=additive, **kw
+        )
 
     @cached_property
     def _splitter(self) -> OffsetSplitter:
@@ -125,20 +131,26 @@ class Chunker:
         from corpusflow.splitter import OffsetSplitter
 
         size, overlap = self.spec.chunk_size, self.spec.chunk_overlap
-        return OffsetSplitter(chunk_size=size, chunk_overlap=overlap, length_function=self._count)
+        splitter = OffsetSplitter(
+            chunk_size=size, chunk_overlap=overlap, length_function=self._count
+        )
+        splitter.additive_at_whitespace = self._additive
+        return splitter
 
     def _fits(self, text: str, tokens: int | None = None) -> bool:
         """Within both limits; `tokens` is `text`'s count when it is already known."""
-        return (
-            (self._count(text) if tokens is None else tokens) <= self.spec.chunk_size
-            and len(text.encode("utf-8")) <= self.max_text_bytes
-        )
+        count = self._count(text) if tokens is None else tokens
+        return count <= self.spec.chunk_size and len(text.encode("utf-8")) <= self.max_text_bytes
 
-    def _counts(self, pieces: list[tuple[int, str]]) -> list[int | None]:
-        """Each piece's token count in one call, where the embedder counts many at once."""
-        if self._count_many is None:
-            return [None] * len(pieces)
-        return list(self._count_many([piece for _, piece in pieces]))
+    def _counts(self, pieces: list[tuple[int, str, int | None]]) -> list[int | None]:
+        """Each piece's token count: the splitter's where it is exact, the rest in one call
+        where the embedder counts many at once (else None: `_fits` counts it)."""
+        counts = [known for _, _, known in pieces]
+        todo = [i for i, known in enumerate(counts) if known is None]
+        if self._count_many is not None and todo:
+            for i, n in zip(todo, self._count_many([pieces[i][1] for i in todo]), strict=True):
+                counts[i] = n
+        return counts
 
     def _limit_splitter(self, tokens: int) -> OffsetSplitter:
         """A splitter whose chunks stay within `tokens` and the byte limit, as it measures
@@ -203,8 +215,8 @@ class Chunker:
         chunks never start before the one before them."""
         located: list[tuple[int, str]] = []
         covered = 0  # end of the last chunk that was split again
-        pieces = self._splitter.split_with_offsets(text)
-        for (start, piece), tokens in zip(pieces, self._counts(pieces), strict=True):
+        pieces = self._splitter.split_with_lengths(text)
+        for (start, piece, _), tokens in zip(pieces, self._counts(pieces), strict=True):
             if start < covered:
                 rest = text[covered : start + len(piece)]
                 if not rest.strip():

@@ -71,6 +71,41 @@ def test_counting_a_documents_chunks_in_one_call_gives_the_same_chunks(
     assert Chunker.for_embedder(spec, embedder, max_text_bytes=max_bytes).split(doc) == one_by_one
 
 
+_WORDS = ["word", "wörd", "\u0301a", "日本", "🎉", "x" * 120, "[MASK]", "a.b", "\u200f", "é"]
+_SPACED = st.lists(
+    st.tuples(st.sampled_from(_WORDS), st.sampled_from([" ", "\n", "\n\n", "  ", " \n", "\t"])),
+    max_size=120,
+).map(lambda pairs: "".join(w + s for w, s in pairs))
+
+
+@SETTINGS
+@given(text=st.one_of(TEXT, _SPACED), size=st.integers(2, 48))
+def test_the_splitters_own_sums_are_the_tokenizers_counts(count_tokens, embedder, text, size):
+    """A chunk merged at whitespace is not counted again: the sum the splitter added up
+    must be exactly the tokenizer's count of the chunk, and the chunks are the library's."""
+    from corpusflow.splitter import OffsetSplitter
+
+    exact = OffsetSplitter(chunk_size=size, chunk_overlap=size // 4, length_function=count_tokens)
+    exact.additive_at_whitespace = embedder.additive_at_whitespace
+    found = exact.split_with_lengths(text)
+    assert [(s, c) for s, c, _ in found] == exact.split_with_offsets(text)
+    assert [c for _, c, _ in found] == exact.split_text(text)
+    for _, chunk, tokens in found:
+        assert tokens is None or tokens == count_tokens(chunk), (chunk, tokens)
+
+
+def test_merged_chunks_of_prose_need_no_second_count(embedder):
+    """MiniLM's tokenizer is additive at whitespace, so prose chunks carry their counts."""
+    from corpusflow.splitter import OffsetSplitter
+
+    assert embedder.additive_at_whitespace
+    splitter = OffsetSplitter(chunk_size=32, chunk_overlap=4, length_function=embedder.count_tokens)
+    splitter.additive_at_whitespace = True
+    prose = " ".join(f"Sentence {i} is about rivers and the weather." for i in range(60))
+    found = splitter.split_with_lengths(prose)
+    assert len(found) > 5 and all(tokens is not None for _, _, tokens in found)
+
+
 _SEGMENT = st.builds(
     lambda start, length, text: Segment(round(start, 3), round(start + length, 3), text),
     st.floats(0, 5000, allow_nan=False),

@@ -70,6 +70,21 @@ class LocalEmbedder:
         return [len(e) for e in found]
 
     @cached_property
+    def additive_at_whitespace(self) -> bool:
+        """Whether the chunker may add up its pieces' counts (splitter.OffsetSplitter): a
+        BERT WordPiece tokenizer cuts words at whitespace before anything else, and
+        whitespace is no token; its special tokens hold no whitespace to match across."""
+        tok = self._tokenizer
+        parts = (tok.normalizer, tok.pre_tokenizer, tok.model)
+        bert = tuple(type(p).__name__ for p in parts) == (
+            "BertNormalizer",
+            "BertPreTokenizer",
+            "WordPiece",
+        )
+        added = tok.get_added_tokens_decoder().values()
+        return bert and not any(ch.isspace() for a in added for ch in a.content)
+
+    @cached_property
     def device(self) -> str:
         """The torch device the model runs on (resolving it imports torch)."""
         return resolve_device(self.settings.device)

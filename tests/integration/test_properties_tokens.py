@@ -46,29 +46,16 @@ def test_token_chunks_reproduce_the_text(
     spec = resolve_spec(settings_, embedder.model_id, embedder.max_tokens)
     chunks = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(make_doc(text))
     assert_reproduces(text, chunks)
+    # the ingest's chunker counts a document's chunks in one call or takes the splitter's
+    # exact sums (`for_embedder`): exactly the chunks of counting them one by one
+    assert (
+        Chunker.for_embedder(spec, embedder, max_text_bytes=max_bytes).split(make_doc(text))
+        == chunks
+    )
     for c in chunks:
         assert len(c.text.encode("utf-8")) <= max_bytes
         if max_bytes == 65_535:  # the model never sees more than its limit
             assert count_tokens(c.text) <= spec.chunk_size
-
-
-@SETTINGS
-@given(
-    text=TEXT,
-    size=st.integers(4, 48),
-    overlap_part=st.floats(0, 0.5),
-    max_bytes=st.sampled_from([65_535, 64, 24]),
-)
-def test_counting_a_documents_chunks_in_one_call_gives_the_same_chunks(
-    count_tokens, embedder, text, size, overlap_part, max_bytes
-):
-    """The ingest measures each finished chunk through `count_tokens_many` (one tokenizer
-    call per document): exactly the chunks of counting them one by one."""
-    settings_ = Chunking(chunk_size=size, chunk_overlap=int(size * overlap_part))
-    spec = resolve_spec(settings_, embedder.model_id, embedder.max_tokens)
-    doc = make_doc(text)
-    one_by_one = Chunker(spec, count_tokens, max_text_bytes=max_bytes).split(doc)
-    assert Chunker.for_embedder(spec, embedder, max_text_bytes=max_bytes).split(doc) == one_by_one
 
 
 _WORDS = ["word", "wörd", "\u0301a", "日本", "🎉", "x" * 120, "[MASK]", "a.b", "\u200f", "é"]

@@ -96,7 +96,7 @@ class Chunker:
         count_tokens: Callable[[str], int] | None = None,
         max_text_bytes: int = MAX_TEXT_BYTES,  # Milvus' limit; smaller only in tests
         count_many: Callable[[Sequence[str]], list[int]] | None = None,
-        additive_at_whitespace: bool = False,
+        additive_at_whitespace: bool | Callable[[], bool] = False,
     ):
         self.spec, self.max_text_bytes = spec, max_text_bytes
         if spec.mode == "characters":
@@ -110,8 +110,9 @@ class Chunker:
         # every chunk is measured whole once more (`_fits`); those texts are all different,
         # so they are counted in one call per document, not one each through the cache
         self._count_many = count_many if spec.mode == "tokens" and count_many else None
-        # ... unless the splitter's own sum is exact (splitter.OffsetSplitter)
-        self._additive = additive_at_whitespace and spec.mode == "tokens"
+        # ... unless the splitter's own sum is exact (splitter.OffsetSplitter); asked when
+        # the first text is split: the answer loads the tokenizer, which a no-op never needs
+        self._additive = additive_at_whitespace
         self._splitters: dict[int, OffsetSplitter] = {}
 
     @classmethod
@@ -119,7 +120,9 @@ class Chunker:
         """Measured with `embedder`'s own tokenizer, many texts per call where it can
         (`count_tokens_many`: a fifth less chunker CPU with MiniLM's tokenizer)."""
         many = getattr(embedder, "count_tokens_many", None)
-        additive = bool(getattr(embedder, "additive_at_whitespace", False))
+        def additive() -> bool:
+            return bool(getattr(embedder, "additive_at_whitespace", False))
+
         return cls(
             spec, embedder.count_tokens, count_many=many, additive_at_whitespace=additive, **kw
         )
@@ -134,7 +137,8 @@ class Chunker:
         splitter = OffsetSplitter(
             chunk_size=size, chunk_overlap=overlap, length_function=self._count
         )
-        splitter.additive_at_whitespace = self._additive
+        additive = self._additive() if callable(self._additive) else self._additive
+        splitter.additive_at_whitespace = self.spec.mode == "tokens" and additive
         return splitter
 
     def _fits(self, text: str, tokens: int | None = None) -> bool:

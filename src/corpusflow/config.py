@@ -123,7 +123,7 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 class Embedding(_Section):
     provider: Literal["local", "openai"] = "local"
     model: str = LOCAL_MODEL_ID
-    # local model: texts per forward pass; null = the device's default (32 on the CPU)
+    # local model: texts per forward pass; null = the device's default (8 on the CPU)
     batch_size: int | None = Field(default=None, gt=0)
     # local model: auto = CUDA when torch sees a GPU, else cpu (see embedding/device.py)
     device: str = "auto"

@@ -150,6 +150,30 @@ def test_the_light_model_load_gives_sentence_transformers_vectors():
     assert np.allclose(one_by_one, reference[:5], atol=1e-6, rtol=0)
 
 
+def test_the_light_model_batches_by_token_count(monkeypatch: pytest.MonkeyPatch):
+    """Each forward pass gets texts of neighbouring token counts, padded to its longest
+    only: sorting by characters would put 120 characters of 'hello ' (22 tokens) ahead of
+    57 characters of digits and commas (59 tokens) and pad it to 59."""
+    texts = ["hello " * n for n in (20, 3, 9)] + ["1,2,3,4,5,6,7,8,9,0" * n for n in (3, 1, 2)]
+    emb = LocalEmbedder(Embedding(batch_size=2))
+    model = emb._model
+    passes: list[tuple[list[int], int]] = []
+    real = model._padded
+
+    def spy(enc):
+        ids, mask, types = real(enc)
+        passes.append(([len(e.ids) for e in enc], ids.shape[1]))
+        return ids, mask, types
+
+    monkeypatch.setattr(model, "_padded", spy)
+    vectors = np.array(emb.embed(texts))
+    counts = [n for lengths, _ in passes for n in lengths]
+    assert counts == sorted((len(e.ids) for e in model.tokenizer.encode_batch(texts)), reverse=True)
+    assert all(width == max(lengths) for lengths, width in passes)
+    one_by_one = np.array([emb.embed([t])[0] for t in texts])
+    assert np.allclose(vectors, one_by_one, atol=1e-6, rtol=0)
+
+
 def test_ingest_progress_knows_its_totals(tmp_path):
     from rich.console import Console
     from rich.progress import Progress

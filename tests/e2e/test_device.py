@@ -35,10 +35,10 @@ def test_this_machine_has_no_gpu():
     assert not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
-def test_auto_resolves_to_the_cpu_with_todays_batch_size(embedder):
+def test_auto_resolves_to_the_cpu_with_its_batch_size(embedder):
     assert Embedding().device == "auto" and embedder.settings.device == "auto"
-    assert (embedder.device, embedder.batch_size) == ("cpu", 32)
-    assert LocalEmbedder(Embedding(batch_size=8)).batch_size == 8  # the user's override
+    assert (embedder.device, embedder.batch_size) == ("cpu", 8)
+    assert LocalEmbedder(Embedding(batch_size=32)).batch_size == 32  # the user's override
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
@@ -57,7 +57,7 @@ def test_an_unavailable_device_falls_back_to_the_cpu_with_one_warning(
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(f"embedding.device {device} is not available here (torch sees")
     assert warnings[0].endswith("): using cpu")
-    assert fallback.device == "cpu" and fallback.batch_size == 32
+    assert fallback.device == "cpu" and fallback.batch_size == 8
     assert np.array_equal(first, embedder.embed(TEXTS))  # bit for bit
 
 

@@ -284,7 +284,7 @@ def test_params_yaml_survives_dvc_writing_it_back(tmp_path):
 
     copy = tmp_path / "params.yaml"
     copy.write_text((REPO / "params.yaml").read_text())
-    apply_overrides(str(copy), ["embedding.batch_size=32"])  # the value it already has
+    apply_overrides(str(copy), ["embedding.batch_size=null"])  # the value it already has
     assert copy.read_text() == (REPO / "params.yaml").read_text()
 
 

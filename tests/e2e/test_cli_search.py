@@ -153,7 +153,7 @@ def test_the_light_model_load_gives_sentence_transformers_vectors():
 def test_the_light_model_batches_by_token_count(monkeypatch: pytest.MonkeyPatch):
     """Each forward pass gets texts of neighbouring token counts, padded to its longest
     only: sorting by characters would put 120 characters of 'hello ' (22 tokens) ahead of
-    57 characters of digits and commas (59 tokens) and pad it to 59."""
+    57 characters of digits and commas (57 tokens) and pad it to 57."""
     texts = ["hello " * n for n in (20, 3, 9)] + ["1,2,3,4,5,6,7,8,9,0" * n for n in (3, 1, 2)]
     emb = LocalEmbedder(Embedding(batch_size=2))
     model = emb._model
@@ -161,8 +161,9 @@ def test_the_light_model_batches_by_token_count(monkeypatch: pytest.MonkeyPatch)
     real = model._padded
 
     def spy(enc):
+        lengths = [len(e.ids) for e in enc]  # before padding, which happens in place
         ids, mask, types = real(enc)
-        passes.append(([len(e.ids) for e in enc], ids.shape[1]))
+        passes.append((lengths, ids.shape[1]))
         return ids, mask, types
 
     monkeypatch.setattr(model, "_padded", spy)

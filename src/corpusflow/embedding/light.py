@@ -81,18 +81,16 @@ class BertSentenceEncoder:
 
     def _padded(self, enc: list[Any]):
         """ids, attention mask and type ids of `enc`, padded to its longest, as tensors."""
-        import numpy as np
         import torch
 
         length = max(len(e.ids) for e in enc)
-        ids = np.full((len(enc), length), self.pad_id, dtype="int64")
-        mask = np.zeros((len(enc), length), dtype="int64")
-        types = np.zeros((len(enc), length), dtype="int64")
-        for row, e in enumerate(enc):
-            n = len(e.ids)
-            ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+        for e in enc:  # the tokenizer's own padding, to this batch's longest
+            e.pad(length, pad_id=self.pad_id)
         on = self.device
-        return (torch.from_numpy(a).to(on) for a in (ids, mask, types))
+        return (
+            torch.tensor([getattr(e, key) for e in enc], device=on)
+            for key in ("ids", "attention_mask", "type_ids")
+        )
 
     def _forward(self, enc: list[Any]):
         import torch

@@ -892,6 +892,28 @@ def _openai_available() -> str | None:
     return None
 
 
+# What corpusflow imports on its first ingest, imported before figure 3's clock as the book's
+# loop imports openai and pymilvus before its own, and as any figure run earlier in the same
+# `make bench` leaves them: both clocks time the loop, not the interpreter's imports.
+FIRST_INGEST_IMPORTS = (
+    "pymilvus", "milvus_lite", "httpcore2", "corpusflow.splitter",
+    "corpusflow.sources.transcripts", "corpusflow.sources.articles",
+)  # fmt: skip
+
+
+def _import_first_ingest() -> float:
+    """Seconds to import FIRST_INGEST_IMPORTS (0 when an earlier figure did)."""
+    import importlib
+
+    from corpusflow.milvus_uri import lite_defaults
+
+    lite_defaults()  # as the store does, before milvus_lite is first imported
+    with Timer() as t:
+        for name in FIRST_INGEST_IMPORTS:
+            importlib.import_module(name)
+    return t.seconds
+
+
 def figure3(b: Bench) -> Figure:
     """corpusflow vs one request and one insert per chunk, against a +50 ms server."""
     from benchmarks.book import book_loop, response_decode_cost
@@ -913,6 +935,7 @@ def figure3(b: Bench) -> Figure:
         settings["embedding"]["base_url"] = server.url
         ctx = make_context(b.work / "f3-cf", None, **settings)
         embedder = ctx.embedder
+        imports = _import_first_ingest()
         result, seconds, stages = timed_ingest(ctx, _extract(ctx, corpus), embedder)
         requests = getattr(embedder, "requests", None)
         close_context(ctx)
@@ -954,6 +977,10 @@ def figure3(b: Bench) -> Figure:
             "corpusflow_chunks_per_s": r3(cf_rate),
             "corpusflow_requests": requests,
             "corpusflow_stages_seconds": breakdown,
+            "imports_before_clock_seconds": r3(imports),
+            "ratio_with_imports_in_clock": round(
+                rate(result.chunks, seconds + imports) / book_rate, 1
+            ),
             "book": book,
             "book_chunks_per_s": r3(book_rate),
             "response_decode_cost": decode,
@@ -969,7 +996,8 @@ def figure3(b: Bench) -> Figure:
         f"{book['chunks']} chunks; corpusflow {result.chunks} chunks in {seconds:.1f} s with "
         f"{requests} request{'s' if requests != 1 else ''}: "
         + _share(breakdown, seconds, "model", "extract", "milvus upsert", "milvus state query")
-        + "."
+        + f". Imports before the clock, as the book's: {imports:.2f} s; with them on "
+        f"corpusflow's clock the ratio is {fig.measurements['ratio_with_imports_in_clock']}x."
     )
     if not fig.met:
         fig.note += (

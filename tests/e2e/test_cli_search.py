@@ -175,6 +175,32 @@ def test_the_light_model_batches_by_token_count(monkeypatch: pytest.MonkeyPatch)
     assert np.allclose(vectors, one_by_one, atol=1e-6, rtol=0)
 
 
+def test_a_plans_texts_reach_the_model_shortest_first(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A plan's texts not in the cache go to the model in calls of like lengths (each call
+    pads to its longest), at most EMBED_BATCH a call, and come back in the plan's order."""
+    from corpusflow.embedding.cache import EmbeddingCache
+    from corpusflow.embedding.cached import EMBED_BATCH, EmbedCounts, embed_texts
+
+    texts = [f"text {i} " + "word " * ((i * 37) % 50) for i in range(EMBED_BATCH * 2 + 5)]
+    emb = LocalEmbedder(Embedding())
+    calls: list[list[str]] = []
+    real = emb.embed
+
+    def spy(part: list[str]) -> list[list[float]]:
+        calls.append(list(part))
+        return real(part)
+
+    monkeypatch.setattr(emb, "embed", spy)
+    cache = EmbeddingCache(tmp_path / "cache.sqlite")
+    counts = EmbedCounts()
+    vectors = np.array(embed_texts(cache, emb, texts, counts))
+    sent = [len(t) for call in calls for t in call]
+    assert sent == sorted(len(t) for t in texts)
+    assert [len(call) for call in calls] == [EMBED_BATCH, EMBED_BATCH, 5]
+    assert counts.embedded == len(texts)
+    assert np.allclose(vectors, np.array(real(texts)), atol=1e-6, rtol=0)
+
+
 def test_ingest_progress_knows_its_totals(tmp_path):
     from rich.console import Console
     from rich.progress import Progress
